@@ -1,0 +1,371 @@
+"""The Python API: the verbs of the CLI as functions, and the :class:`Endpoint` handle.
+
+``deployer.deploy(model, name=...)`` takes a fitted model object, a model file or directory, or a
+spec file, and returns a live :class:`Endpoint`. The other verbs take an endpoint name and find its
+provider and target in the ledger.
+"""
+
+from __future__ import annotations
+
+import builtins
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deployer.engine import Engine, Outcome
+from deployer.errors import NotFoundError, SpecError
+from deployer.events import EventFn
+from deployer.ledger import EndpointRow, Ledger, ReleaseRow
+from deployer.paths import home, ledger_path
+from deployer.plan import Plan
+from deployer.protocols import Provider, ProviderContext
+from deployer.records import ArtifactRef, Observed, Release, Traffic
+from deployer.spec import Autoscaling, Spec, Target
+
+# ---- context ------------------------------------------------------------------------------------
+
+
+def make_provider(target: Target, options: dict[str, Any]) -> Provider:
+    """Construct the provider named by ``target`` with its typed options (no network call)."""
+    from pydantic import ValidationError
+
+    from deployer.config import spec_error
+    from deployer.registry import provider_class
+
+    cls = provider_class(target.provider)
+    try:
+        opts = cls.Options.model_validate(options or {})
+    except ValidationError as e:
+        err = spec_error(e)
+        raise SpecError(f"provider_options.{err.field}", err.message.split(": ", 1)[-1], fix=err.fix) from None
+    provider: Provider = cls(ProviderContext(target=target, options=opts, home=home()))
+    return provider
+
+
+def open_ledger(state_path: str | None = None) -> Ledger:
+    return Ledger(ledger_path(state_path))
+
+
+def _provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
+    row = ledger.endpoint(name)
+    if row is None:
+        known = ", ".join(e.name for e in ledger.endpoints()) or "none"
+        raise NotFoundError(f"no endpoint named {name!r} in the ledger at {ledger.path} (known: {known})",
+                            hint="check the name, or point --state / DEPLOYER_HOME at the right ledger")
+    target = Target.model_validate({k: v for k, v in row.target.items() if k != "options"})
+    return row, make_provider(target, row.target.get("options") or {})
+
+
+def to_spec(spec: Spec | str | Path, env: str | None = None) -> Spec:
+    if isinstance(spec, Spec):
+        return spec
+    from deployer.config import load_spec
+
+    loaded: Spec = load_spec(spec, env=env)
+    return loaded
+
+
+@dataclass
+class Prepared:
+    spec: Spec
+    provider: Provider
+    candidate: Release
+    upload: Any
+
+
+def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
+    """Validate offline, package the model and find its artifact in the store. No provider writes."""
+    from deployer import artifacts
+    from deployer.events import Progress
+
+    provider = make_provider(spec.target, spec.provider_options)
+    provider.validate(spec)
+    artifact: ArtifactRef | None = None
+    upload = None
+    if spec.model.path is not None or spec.model.obj is not None:
+        packaged = (
+            artifacts.package(Path(spec.model.path)) if spec.model.path is not None
+            else artifacts.package_object(spec.model.obj)
+        )
+        store = provider.store()
+        found = store.find(packaged.digest)
+        artifact = found or ArtifactRef(digest=packaged.digest, uri="", size=packaged.size)
+        if found is None:
+            def report(done: int, total: int) -> None:
+                if on_event:
+                    on_event(Progress(spec.name, task="upload", done=done, total=total))
+
+            def upload() -> ArtifactRef:
+                return store.put(packaged.path, packaged.digest, on_progress=report)
+    elif spec.model.uri is not None:
+        raise SpecError("model.uri", "remote artifact URIs are not supported yet", fix="download it and set model.path")
+    candidate = Release(
+        id="r0000",
+        endpoint=spec.name,
+        fingerprint=spec.runtime_fingerprint(artifact.digest if artifact else None),
+        artifact=artifact,
+        flavor=spec.model.flavor,
+        entrypoint=spec.model.entrypoint,
+        image=spec.model.image,
+        resources=spec.resources,
+        autoscaling=spec.autoscaling,
+        tags=spec.tags,
+        options=spec.provider_options,
+    )
+    return Prepared(spec, provider, candidate, upload)
+
+
+# ---- verbs --------------------------------------------------------------------------------------
+
+
+def apply(spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None,
+          timeout_s: float = 1800.0) -> Endpoint:
+    """Converge the endpoint to ``spec`` (plan + apply under the endpoint lock); return its handle."""
+    outcome = apply_outcome(spec, env=env, on_event=on_event, timeout_s=timeout_s)
+    return Endpoint(outcome.endpoint, state=to_spec(spec, env).state.path, last=outcome)
+
+
+def apply_outcome(spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None,
+                  timeout_s: float = 1800.0) -> Outcome:
+    s = to_spec(spec, env)
+    prep = prepare(s, on_event)
+    ledger = open_ledger(s.state.path)
+    try:
+        with ledger.lock(s.name, "deploy"):
+            engine = Engine(prep.provider, ledger, on_event=on_event, timeout_s=timeout_s)
+            return engine.deploy(s, prep.candidate, prep.upload)
+    finally:
+        ledger.close()
+
+
+def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
+    """What ``apply`` would do. Reads the provider and ledger; writes nothing."""
+    from deployer.plan import make_plan
+
+    s = to_spec(spec, env)
+    prep = prepare(s)
+    ledger = open_ledger(s.state.path)
+    try:
+        engine = Engine(prep.provider, ledger)
+        observed = engine.call(lambda: prep.provider.observe(s.name))
+        return make_plan(s, prep.candidate, observed, engine.head(s.name), artifact_present=prep.upload is None)
+    finally:
+        ledger.close()
+
+
+def deploy(
+    model: Any,
+    *,
+    name: str | None = None,
+    target: str | Target = "local",
+    flavor: str | None = None,
+    entrypoint: str | None = None,
+    replicas: int = 1,
+    strategy: dict[str, Any] | str | None = None,
+    autoscaling: dict[str, Any] | None = None,
+    gates: list[dict[str, Any]] | None = None,
+    tags: dict[str, str] | None = None,
+    provider_options: dict[str, Any] | None = None,
+    env: str | None = None,
+    state: str | None = None,
+    on_event: EventFn | None = None,
+    timeout_s: float = 1800.0,
+) -> Endpoint:
+    """Deploy ``model`` and return a live :class:`Endpoint`.
+
+    ``model`` is a fitted model object (serialised with joblib), a path to a model file or
+    directory, or a path to a spec YAML file (then the other arguments must be left out).
+    """
+    from pydantic import ValidationError
+
+    from deployer.config import spec_error
+
+    if isinstance(model, str | Path) and str(model).endswith((".yaml", ".yml")):
+        return apply(model, env=env, on_event=on_event, timeout_s=timeout_s)
+    if not name:
+        raise SpecError("name", "deploy() needs a name for the endpoint", fix="pass name='churn'")
+    source: dict[str, Any] = {"flavor": flavor or _guess_flavor(model)}
+    if entrypoint:
+        source["entrypoint"] = entrypoint
+    if isinstance(model, str | Path):
+        source["path"] = str(Path(model).expanduser().resolve())
+    else:
+        source["obj"] = model
+    tgt = target if isinstance(target, Target) else Target(provider=target)
+    data: dict[str, Any] = {
+        "name": name, "target": tgt.model_dump(), "model": source, "resources": {"replicas": replicas},
+        "strategy": {"type": strategy} if isinstance(strategy, str) else (strategy or {}),
+        "autoscaling": autoscaling, "gates": gates or [], "tags": tags or {},
+        "provider_options": provider_options or {}, "state": {"path": state},
+    }
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as e:
+        raise spec_error(e) from None
+    if spec.model.path and not Path(spec.model.path).exists():
+        raise SpecError("model.path", f"{spec.model.path} does not exist", fix="pass an existing file or a model object")
+    return apply(spec, on_event=on_event, timeout_s=timeout_s)
+
+
+def _guess_flavor(model: Any) -> str:
+    if isinstance(model, str | Path) and str(model).endswith(".onnx"):
+        return "onnx"
+    return "sklearn"
+
+
+@dataclass(frozen=True)
+class Status:
+    endpoint: str
+    provider: str
+    url: str | None
+    live: str | None
+    traffic: dict[str, int]
+    observed: Observed | None
+    lock_holder: str | None
+    releases: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint, "provider": self.provider, "url": self.url, "live": self.live,
+            "traffic": self.traffic, "lock_holder": self.lock_holder,
+            "health": self.observed.status if self.observed else "absent",
+            "replicas": self.observed.replicas if self.observed else 0,
+            "releases": self.releases,
+        }
+
+
+def status(name: str, *, state: str | None = None) -> Status:
+    """The endpoint as the ledger and the provider see it now."""
+    ledger = open_ledger(state)
+    try:
+        row, provider = _provider_for(ledger, name)
+        observed = provider.observe(name) if row.destroyed_at is None else None
+        live = ledger.live_release(name)
+        rels = [
+            {"id": r.id, "status": r.status,
+             "provider_status": observed.releases[r.id].status if observed and r.id in observed.releases else None,
+             "weight": (observed.traffic if observed else Traffic()).weights.get(r.id, 0)}
+            for r in ledger.releases(name) if r.running or r.status in ("live", "deploying")
+        ]
+        return Status(name, row.provider, observed.url if observed else None, live.id if live else None,
+                      dict(observed.traffic.weights) if observed else {}, observed, ledger.lock_holder(name), rels)
+    finally:
+        ledger.close()
+
+
+def history(name: str, *, state: str | None = None) -> list[ReleaseRow]:
+    """Every release of the endpoint, oldest first, with outcome, actor and evidence."""
+    ledger = open_ledger(state)
+    try:
+        if ledger.endpoint(name) is None:
+            _provider_for(ledger, name)
+        return ledger.releases(name)
+    finally:
+        ledger.close()
+
+
+def _with_engine(name: str, state: str | None, purpose: str, on_event: EventFn | None, fn: Any) -> Outcome:
+    ledger = open_ledger(state)
+    try:
+        _, provider = _provider_for(ledger, name)
+        with ledger.lock(name, purpose):
+            result: Outcome = fn(Engine(provider, ledger, on_event=on_event))
+            return result
+    finally:
+        ledger.close()
+
+
+def rollback(name: str, *, to: str | None = None, state: str | None = None, on_event: EventFn | None = None,
+             reason: str = "manual rollback") -> Outcome:
+    """Serve the previous good release (or ``to``) again: one route when it still runs."""
+    return _with_engine(name, state, "rollback", on_event, lambda e: e.rollback(name, to=to, reason=reason))
+
+
+def scale(name: str, *, min: int, max: int | None = None, target_value: float | None = None,
+          state: str | None = None, on_event: EventFn | None = None) -> Outcome:
+    """Set the replica bounds of the live release."""
+    from pydantic import ValidationError
+
+    from deployer.config import spec_error
+
+    try:
+        auto = Autoscaling(min=min, max=max if max is not None else builtins.max(min, 1),
+                           **({"target_value": target_value} if target_value else {}),
+                           scale_to_zero=min == 0)
+    except ValidationError as e:
+        err = spec_error(e)
+        raise SpecError(f"autoscaling.{err.field}" if err.field else "autoscaling", err.message, fix=err.fix) from None
+    return _with_engine(name, state, "scale", on_event, lambda e: e.scale(name, auto))
+
+
+def destroy(name: str, *, state: str | None = None, on_event: EventFn | None = None) -> Outcome:
+    """Remove the endpoint's compute. Artifacts and the ledger's history stay."""
+    return _with_engine(name, state, "destroy", on_event, lambda e: e.destroy(name))
+
+
+# ---- the handle ---------------------------------------------------------------------------------
+
+
+class Endpoint:
+    """A live endpoint: call ``predict`` on it, or manage it with the verbs as methods."""
+
+    def __init__(self, name: str, *, state: str | None = None, last: Outcome | None = None) -> None:
+        self.name = name
+        self.state = state
+        self.last = last
+
+    @property
+    def url(self) -> str | None:
+        return self.status().url
+
+    def predict(self, rows: Any, *, release: str | None = None) -> Any:
+        """Send rows (a list of feature lists, or a numpy array) and return the predictions."""
+        if hasattr(rows, "tolist"):
+            rows = rows.tolist()
+        ledger = open_ledger(self.state)
+        try:
+            _, provider = _provider_for(ledger, self.name)
+        finally:
+            ledger.close()
+        resp = provider.invoke(self.name, rows, release=release)
+        if resp.status >= 400:
+            from deployer.errors import ProviderError
+
+            raise ProviderError(f"{self.name} answered {resp.status}: {resp.body}")
+        body = resp.body
+        return body["predictions"] if isinstance(body, dict) and "predictions" in body else body
+
+    def status(self) -> Status:
+        return status(self.name, state=self.state)
+
+    def history(self) -> list[ReleaseRow]:
+        return history(self.name, state=self.state)
+
+    def rollback(self, to: str | None = None) -> Outcome:
+        return rollback(self.name, to=to, state=self.state)
+
+    def scale(self, min: int, max: int | None = None) -> Outcome:
+        return scale(self.name, min=min, max=max, state=self.state)
+
+    def destroy(self) -> Outcome:
+        return destroy(self.name, state=self.state)
+
+    def __repr__(self) -> str:
+        try:
+            s = self.status()
+            return f"<Endpoint {self.name} [{s.provider}] live={s.live} traffic={s.traffic} url={s.url}>"
+        except Exception:  # noqa: BLE001 - a repr must not raise
+            return f"<Endpoint {self.name}>"
+
+    def _repr_html_(self) -> str:
+        s = self.status()
+        rows = "".join(
+            f"<tr><td>{html.escape(r['id'])}</td><td>{html.escape(str(r['status']))}</td><td>{r['weight']}%</td></tr>"
+            for r in s.releases
+        )
+        return (
+            f"<div><b>Endpoint {html.escape(self.name)}</b> on <code>{html.escape(s.provider)}</code> "
+            f"&middot; <a href='{html.escape(s.url or '')}'>{html.escape(s.url or 'not serving')}</a>"
+            f"<table><tr><th>release</th><th>status</th><th>traffic</th></tr>{rows}</table></div>"
+        )

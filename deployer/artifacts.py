@@ -1,0 +1,138 @@
+"""Deterministic packaging of models into content-addressed artifacts.
+
+The same model files always give the same bytes (sorted entries, zero mtimes, uid/gid 0, no
+owner names, normalised modes, gzip header without a timestamp), so the sha256 of the tar.gz
+names the model: re-deploying an unchanged model finds its digest in the store and moves nothing.
+The digest is computed while the archive is written, never by a second read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from deployer.errors import SpecError
+
+ARTIFACT_NAME = "model.tar.gz"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A packaged model on local disk, ready for ``ArtifactStore.put``."""
+
+    path: Path
+    digest: str
+    size: int
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through to ``inner``."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self.sha.update(data)
+        self.size += len(data)
+        self.inner.write(data)
+        return len(data)
+
+
+def _entries(src: Path) -> list[tuple[Path, str]]:
+    if src.is_file():
+        return [(src, src.name)]
+    out: list[tuple[Path, str]] = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if d not in {"__pycache__", ".git"})
+        for f in sorted(files):
+            if f.endswith(".pyc"):
+                continue
+            p = Path(root) / f
+            out.append((p, p.relative_to(src).as_posix()))
+    return sorted(out, key=lambda e: e[1])
+
+
+def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if executable else 0o644
+    return info
+
+
+def package(src: Path, out_dir: Path | None = None) -> Packaged:
+    """Package a model file or directory into a deterministic ``model.tar.gz``; return its digest.
+
+    Raises :class:`SpecError` (field ``model.path``) when ``src`` does not exist or is empty.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise SpecError("model.path", f"{src} does not exist", fix="point model.path at the model file or directory")
+    entries = _entries(src)
+    if not entries:
+        raise SpecError("model.path", f"{src} is an empty directory", fix="put the model files in it")
+    out_dir = Path(out_dir or tempfile.mkdtemp(prefix="deployer-pkg-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / ARTIFACT_NAME
+    with open(target, "wb") as raw:
+        hasher = _HashingWriter(raw)
+        with (
+            gzip.GzipFile(filename="", mode="wb", fileobj=hasher, mtime=0, compresslevel=6) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for path, name in entries:
+                st = path.stat()
+                info = _tarinfo(name, st.st_size, bool(st.st_mode & 0o111))
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+    return Packaged(path=target, digest=hasher.sha.hexdigest(), size=hasher.size)
+
+
+def package_object(obj: Any, out_dir: Path | None = None) -> Packaged:
+    """Serialise an in-memory model with joblib and package it (flavor ``sklearn``)."""
+    import joblib  # a model object means the user has joblib's world loaded already
+
+    work = Path(tempfile.mkdtemp(prefix="deployer-obj-"))
+    joblib.dump(obj, work / "model.joblib")
+    return package(work / "model.joblib", out_dir)
+
+
+def sha256_file(path: Path) -> str:
+    """Stream a file through sha256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def unpack(archive: Path, dest: Path) -> Path:
+    """Extract an artifact into ``dest`` (atomically: a temp dir renamed into place). Idempotent."""
+    if dest.exists():
+        return dest
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent if dest.parent.exists() else None))
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(tmp, filter="data")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        if not dest.exists():
+            raise
+    return dest

@@ -1,0 +1,342 @@
+"""The ``deployer`` command line.
+
+Built on click (rich is imported only when there is progress to draw), so ``deployer --help``
+stays well under 0.15 s and imports no cloud SDK. Every command takes ``--json``: events stream
+to stdout as JSON lines and the result is the last line (``{"kind": "result", ...}``).
+
+Exit codes (also in docs/exit-codes.md):
+
+==== =====================================================================
+0    success (or: nothing to change)
+1    unexpected error
+2    invalid input: spec, options, unknown provider, unsupported capability
+3    the provider or the artifact store failed
+4    a health gate failed; traffic was sent back to the previous release
+5    an operation did not finish before its deadline
+6    another process holds the endpoint lock
+7    the ledger cannot answer / nothing to roll back to
+10   guard: the release was unhealthy and was rolled back
+11   guard: the release is unhealthy and there is nothing to roll back to
+12   guard: inconclusive (too little traffic to judge)
+130  interrupted
+==== =====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from deployer.errors import DeployerError
+
+EXIT_INTERRUPTED = 130
+
+
+class Renderer:
+    """Turns core events into terminal output (rich, on stderr) or JSON lines (stdout)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self._console: Any = None
+        self._progress: Any = None
+        self._task: Any = None
+        self._status: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+        return self._console
+
+    def __call__(self, event: Any) -> None:
+        if self.as_json:
+            click.echo(json.dumps(event.to_dict(), default=str))
+            return
+        kind = event.kind
+        if kind == "progress":
+            self._upload(event)
+        elif kind == "plan":
+            for line in event.diff:
+                self.console.print(f"  {line}")
+        elif kind == "step.started":
+            self._stop_status()
+            if self.console.is_terminal:
+                self._status = self.console.status(event.detail)
+                self._status.start()
+        elif kind == "step.done":
+            self._stop_status()
+            mark = "[green]✓[/]" if event.outcome == "ok" else "[red]✗[/]"
+            self.console.print(f"{mark} {event.detail}")
+        elif kind == "traffic.changed":
+            self.console.print("  traffic: " + " | ".join(f"{k} {v}%" for k, v in sorted(event.weights.items())))
+        elif kind == "gate.evaluated":
+            color = {"pass": "green", "fail": "red"}.get(event.outcome, "yellow")
+            self.console.print(f"  gate {event.gate} on {event.release}: [{color}]{event.outcome}[/] {event.reason}")
+        elif kind == "rolled_back":
+            self.console.print(f"[yellow]↩ rolled back {event.from_release} -> {event.to_release}: {event.reason}[/]")
+        elif kind == "promoted":
+            self.console.print(f"[green]★ {event.release} is live[/]")
+
+    def _upload(self, event: Any) -> None:
+        if self._progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            self._progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                                      TransferSpeedColumn(), console=self.console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(event.task, total=event.total)
+        self._progress.update(self._task, completed=event.done, total=event.total)
+        if event.total and event.done >= event.total:
+            self._progress.stop()
+            self._progress = None
+
+    def _stop_status(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def close(self) -> None:
+        self._stop_status()
+        if self._progress is not None:
+            self._progress.stop()
+
+    def result(self, data: dict[str, Any], human: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps({"kind": "result", **data}, default=str))
+        else:
+            human()
+
+
+def run(as_json: bool, fn: Callable[[Renderer], int | None]) -> None:
+    """Run a command body, mapping deployer errors to one line on stderr and an exit code."""
+    r = Renderer(as_json)
+    code = 0
+    try:
+        code = fn(r) or 0
+    except DeployerError as e:
+        r.close()
+        line = str(e).replace("\n", " ")
+        if as_json:
+            click.echo(json.dumps({"kind": "error", **e.to_dict()}))
+        click.echo(f"error: {line}", err=True)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        r.close()
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    finally:
+        r.close()
+    sys.exit(code)
+
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Stream events and the result as JSON lines.")
+env_opt = click.option("--env", "env", default=None, help="Apply the spec's named environment overlay.")
+state_opt = click.option("--state", default=None, help="Ledger file (default: $DEPLOYER_HOME/ledger.db).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mldeployer", prog_name="deployer")
+def cli() -> None:
+    """Deploy ML models as safe, autoscaling endpoints: local, AWS SageMaker, GCP Vertex AI, Azure ML."""
+
+
+@cli.command()
+@click.argument("spec", type=click.Path())
+@env_opt
+@json_opt
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for each release to be ready.")
+def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
+    """Plan and apply SPEC: roll out a new release if anything changed."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        out = api.apply_outcome(spec, env=env, on_event=r, timeout_s=timeout)
+
+        def human() -> None:
+            if out.outcome == "unchanged":
+                r.console.print(f"[green]{out.endpoint} is up to date[/] (release {out.release}) {out.url or ''}")
+            else:
+                r.console.print(f"[green]{out.endpoint}: {out.release} {out.outcome}[/] {out.url or ''}")
+
+        r.result(out.to_dict(), human)
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path())
+@env_opt
+@json_opt
+def plan(spec: str, env: str | None, as_json: bool) -> None:
+    """Show what `deploy` would change. Writes nothing."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        p = api.plan(spec, env=env)
+
+        def human() -> None:
+            if p.noop:
+                r.console.print(f"{p.endpoint}: no changes")
+            for line in p.diff:
+                r.console.print(line)
+            for i, s in enumerate(p.steps, 1):
+                r.console.print(f"  {i}. {s.describe()}")
+
+        r.result(p.to_dict(), human)
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("name")
+@state_opt
+@json_opt
+def status(name: str, state: str | None, as_json: bool) -> None:
+    """Show the endpoint's live release, traffic and health."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        s = api.status(name, state=state)
+
+        def human() -> None:
+            d = s.to_dict()
+            r.console.print(f"[bold]{name}[/] on {s.provider}: {d['health']}  {s.url or ''}")
+            r.console.print(f"  live: {s.live}   replicas: {d['replicas']}")
+            for rel in s.releases:
+                r.console.print(f"  {rel['id']}  {rel['status']:<11} {rel['provider_status'] or '-':<9} {rel['weight']}%")
+            if s.lock_holder:
+                r.console.print(f"  locked by {s.lock_holder}")
+
+        r.result(s.to_dict(), human)
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("name")
+@state_opt
+@json_opt
+def history(name: str, state: str | None, as_json: bool) -> None:
+    """List every release with its outcome and who made it."""
+
+    def body(r: Renderer) -> None:
+        import time
+
+        from deployer import api
+
+        rows = api.history(name, state=state)
+
+        def human() -> None:
+            from rich.table import Table
+
+            t = Table("release", "status", "outcome", "actor", "created", "artifact", "reason")
+            for x in rows:
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x.created_at))
+                t.add_row(x.id, x.status, x.outcome or "", x.actor, created,
+                          (x.artifact_digest or "")[:12], (x.reason or "")[:60])
+            from rich.console import Console
+
+            Console().print(t)
+
+        r.result({"endpoint": name, "releases": [x.to_dict() for x in rows]}, human)
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--to", "to", default=None, help="Release id to roll back to (default: the previous good one).")
+@state_opt
+@json_opt
+def rollback(name: str, to: str | None, state: str | None, as_json: bool) -> None:
+    """Serve the previous good release again."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        out = api.rollback(name, to=to, state=state, on_event=r)
+        r.result(out.to_dict(), lambda: r.console.print(f"{name}: {out.release} is live ({out.outcome})"))
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--min", "min_", type=int, required=True, help="Fewest replicas.")
+@click.option("--max", "max_", type=int, default=None, help="Most replicas (default: min).")
+@state_opt
+@json_opt
+def scale(name: str, min_: int, max_: int | None, state: str | None, as_json: bool) -> None:
+    """Set the replica bounds of the live release."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        out = api.scale(name, min=min_, max=max_, state=state, on_event=r)
+        r.result(out.to_dict(), lambda: r.console.print(f"{name}: {out.release} scaled to {min_}..{max_ or min_}"))
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("name")
+@state_opt
+@json_opt
+def destroy(name: str, state: str | None, as_json: bool) -> None:
+    """Remove the endpoint's compute (artifacts and history stay)."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        out = api.destroy(name, state=state, on_event=r)
+        r.result(out.to_dict(), lambda: r.console.print(f"{name} destroyed"))
+
+    run(as_json, body)
+
+
+@cli.command("iam-policy")
+@click.argument("provider")
+def iam_policy(provider: str) -> None:
+    """Print the least-privilege policy a provider needs."""
+
+    def body(r: Renderer) -> None:
+        from deployer.errors import CapabilityError
+        from deployer.registry import provider_class
+
+        cls = provider_class(provider)
+        fn = getattr(cls, "permissions", None)
+        if fn is None:
+            raise CapabilityError(f"provider {provider!r} needs no cloud permissions")
+        click.echo(json.dumps(fn(), indent=2))
+
+    run(False, body)
+
+
+@cli.command()
+def providers() -> None:
+    """List installed providers."""
+    from deployer.registry import available
+
+    for name in available():
+        click.echo(name)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the spec's JSON schema."""
+    from deployer.spec import Spec
+
+    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+
+
+def main() -> None:
+    cli(prog_name="deployer")

@@ -1,0 +1,366 @@
+"""The engine: applies a plan through a provider, journaling every step in the ledger.
+
+Rules (DESIGN.md, "Rules of the engine"):
+
+* Every step is journaled ``started`` before it is sent and ``done`` / ``failed`` after, so a killed
+  process is resumed by running ``deploy`` again (the planner reads the ledger's in-flight release).
+* One lock per endpoint for the whole change.
+* A failed step or gate sends all traffic back to the baseline in one route (or stepwise with
+  ``strategy.rollback: gradual``), marks the candidate failed with its evidence, and leaves the
+  baseline's resources and artifact alone.
+* Transient provider errors are retried (:mod:`deployer.retry`); waits go through the one loop
+  (:mod:`deployer.waiting`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from deployer import retry
+from deployer.errors import DeployerError, GateFailedError, ProviderError
+from deployer.events import (
+    Event,
+    EventFn,
+    PlanReady,
+    Progress,
+    Promoted,
+    RolledBack,
+    StepDone,
+    StepStarted,
+    TrafficChanged,
+    ignore,
+)
+from deployer.ledger import Ledger
+from deployer.plan import LedgerHead, Plan, Step
+from deployer.protocols import Provider
+from deployer.records import ArtifactRef, Operation, Release, Traffic
+from deployer.rollout import rollback_steps
+from deployer.spec import Autoscaling, Spec
+from deployer.waiting import Clock, SystemClock, wait_for
+
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome:
+    """What a verb did."""
+
+    endpoint: str
+    release: str | None
+    outcome: str  # unchanged | deployed | resumed | rolled_back | failed | scaled | destroyed
+    url: str | None = None
+    plan: Plan | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "release": self.release,
+            "outcome": self.outcome,
+            "url": self.url,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "evidence": self.evidence,
+        }
+
+
+class Engine:
+    """Runs plans for one provider against one ledger."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        ledger: Ledger,
+        *,
+        on_event: EventFn | None = None,
+        clock: Clock | None = None,
+        timeout_s: float = 1800.0,
+    ) -> None:
+        self.provider = provider
+        self.ledger = ledger
+        self.on_event: EventFn = on_event or ignore
+        self.clock = clock or SystemClock()
+        self.timeout_s = timeout_s
+        self._upload: Callable[[], ArtifactRef] | None = None
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.on_event(event)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        return retry.call(fn, sleep=self.clock.sleep)
+
+    def wait(self, op: Operation, what: str, timeout_s: float | None = None) -> None:
+        """Wait for ``op``; raise ProviderError with the provider's message when it failed."""
+        status = wait_for(op, self.provider.poll, timeout_s=timeout_s or self.timeout_s, clock=self.clock)
+        if status.state == "failed":
+            raise ProviderError(f"{what} failed: {status.message or 'no reason given'}")
+
+    def head(self, endpoint: str) -> LedgerHead:
+        live = self.ledger.live_release(endpoint)
+        flight = self.ledger.in_flight(endpoint)
+        scaled = None
+        for op in reversed(self.ledger.operations(endpoint, limit=200)):
+            if op.step.startswith("scale") and op.phase == "done" and op.detail and "autoscaling" in op.detail:
+                if live is None or op.release == live.id:
+                    scaled = Autoscaling.model_validate(op.detail["autoscaling"])
+                break
+        ops = self.ledger.operations(endpoint, limit=1)
+        return LedgerHead(
+            live=live.release if live else None,
+            live_autoscaling=scaled,
+            in_flight=flight.release if flight else None,
+            next_id=self.ledger.next_release_id(endpoint),
+            head_op=ops[-1].id if ops else 0,
+        )
+
+    def step(self, endpoint: str, step: Step, fn: Callable[[], dict[str, Any] | None]) -> None:
+        """Journal ``step`` started, run it, journal done (or failed, then re-raise)."""
+        self.ledger.journal(endpoint, step.release, step.name, "started")
+        self.emit(StepStarted(endpoint, step=step.kind, release=step.release, detail=step.describe()))
+        try:
+            detail = fn()
+        except DeployerError as e:
+            self.ledger.journal(endpoint, step.release, step.name, "failed", detail={"error": str(e)})
+            self.emit(StepDone(endpoint, step=step.kind, release=step.release, outcome="failed", detail=str(e)))
+            raise
+        self.ledger.journal(endpoint, step.release, step.name, "done", detail=detail)
+        self.emit(StepDone(endpoint, step=step.kind, release=step.release, detail=step.describe()))
+
+    def route(self, endpoint: str, traffic: Traffic) -> None:
+        op = self.call(lambda: self.provider.route(endpoint, traffic))
+        self.wait(op, f"traffic change on {endpoint}")
+        self.ledger.set_traffic(endpoint, traffic)
+        self.emit(TrafficChanged(endpoint, weights=dict(traffic.weights)))
+
+    def bring_up(self, release: Release, traffic: Traffic, timeout_s: float) -> None:
+        op = self.call(lambda: self.provider.deploy_release(release, traffic))
+        self.ledger.journal(release.endpoint, release.id, f"deploy_release:{release.id}", "sent", operation=op.model_dump())
+        self.wait(op, f"release {release.id}", timeout_s)
+        self.ledger.set_release(release.endpoint, release.id, running=True)
+        observed = self.provider.observe(release.endpoint)
+        if observed is not None:
+            self.ledger.set_endpoint_facts(release.endpoint, url=observed.url, meta=observed.meta)
+
+    def retire(self, endpoint: str, release_id: str) -> None:
+        op = self.call(lambda: self.provider.retire_release(endpoint, release_id))
+        self.wait(op, f"retiring {release_id}")
+        self.ledger.set_release(endpoint, release_id, running=False)
+
+    # ---- deploy ----------------------------------------------------------------------------
+
+    def deploy(self, spec: Spec, candidate: Release, upload: Callable[[], ArtifactRef] | None) -> Outcome:
+        """Converge ``spec.name`` to serve ``candidate``. The caller holds the endpoint lock.
+
+        ``upload`` pushes the packaged artifact and returns its stored ref; it is only called when
+        the plan has an upload step.
+        """
+        from deployer.plan import make_plan
+
+        endpoint = spec.name
+        observed = self.call(lambda: self.provider.observe(endpoint))
+        head = self.head(endpoint)
+        plan = make_plan(spec, candidate, observed, head, artifact_present=upload is None)
+        self.emit(PlanReady(endpoint, steps=[s.describe() for s in plan.steps], diff=plan.diff))
+        if plan.noop:
+            url = observed.url if observed else None
+            return Outcome(endpoint, plan.release.id if plan.release else None, "unchanged", url, plan)
+        self.ledger.upsert_endpoint(endpoint, self.provider.name, _target_record(spec))
+        release = plan.release
+        assert release is not None
+        resumed = head.in_flight is not None and head.in_flight.id == release.id
+        self._upload = upload
+        if self.ledger.release(endpoint, release.id) is None:
+            self.ledger.add_release(release, spec_hash=spec.spec_hash())
+        try:
+            for step in plan.steps:
+                release = self._run(spec, plan, step, release)
+        except DeployerError as e:
+            return self._fail(spec, plan, release, e)
+        obs = self.provider.observe(endpoint)
+        url = obs.url if obs else None
+        return Outcome(endpoint, release.id, "resumed" if resumed else "deployed", url, plan)
+
+    def _run(self, spec: Spec, plan: Plan, step: Step, release: Release) -> Release:
+        endpoint = spec.name
+        kind = step.kind
+        if kind == "upload":
+            assert step.release is not None
+
+            def do_upload() -> dict[str, Any]:
+                nonlocal release
+                if self._upload is None:
+                    return {"skipped": True}
+                release = release.model_copy(update={"artifact": self._upload()})
+                self.ledger.update_release_record(release)
+                return {"uri": release.artifact.uri if release.artifact else None}
+
+            self.step(endpoint, step, do_upload)
+        elif kind in ("deploy_release", "repair"):
+            target = release if kind == "deploy_release" else self._ledger_release(endpoint, step.release)
+            current = self._observed_traffic(endpoint)
+            hold = current if current.weights else Traffic.all_to(target.id)
+            self.step(endpoint, step, lambda: self.bring_up(target, hold, spec.strategy.ready_timeout_s) or None)
+        elif kind == "route":
+            self.step(endpoint, step, lambda: self.route(endpoint, Traffic(weights=step.weights)) or None)
+        elif kind == "bake":
+            self.step(endpoint, step, lambda: self._bake(spec, plan, step))
+        elif kind == "scale":
+            assert spec.autoscaling is not None and step.release is not None
+            rid = step.release
+            auto = spec.autoscaling
+
+            def do_scale() -> dict[str, Any]:
+                op = self.call(lambda: self.provider.scale(endpoint, rid, auto))
+                self.wait(op, f"scaling {rid}")
+                return {"autoscaling": auto.model_dump(mode="json")}
+
+            self.step(endpoint, step, do_scale)
+        elif kind == "promote":
+            self.step(endpoint, step, lambda: self._promote(endpoint, release, plan.baseline))
+        elif kind == "retire_release":
+            assert step.release is not None
+            rid = step.release
+            self.step(endpoint, step, lambda: self.retire(endpoint, rid) or None)
+        elif kind == "abandon":
+            assert step.release is not None
+            self.step(endpoint, step, lambda: self._abandon(endpoint, step.release or ""))
+        return release
+
+    def _ledger_release(self, endpoint: str, rid: str | None) -> Release:
+        row = self.ledger.release(endpoint, rid or "")
+        if row is None:
+            raise DeployerError(f"release {rid} is not in the ledger")
+        return row.release
+
+    def _observed_traffic(self, endpoint: str) -> Traffic:
+        obs = self.call(lambda: self.provider.observe(endpoint))
+        return obs.traffic if obs else Traffic()
+
+    def _promote(self, endpoint: str, release: Release, baseline: str | None) -> dict[str, Any]:
+        for row in self.ledger.releases(endpoint):
+            if row.status == "live" and row.id != release.id:
+                self.ledger.set_release(endpoint, row.id, status="superseded")
+        self.ledger.set_release(endpoint, release.id, status="live", outcome="succeeded", finished=True)
+        self.emit(Promoted(endpoint, release=release.id))
+        return {"baseline": baseline}
+
+    def _abandon(self, endpoint: str, rid: str) -> dict[str, Any]:
+        live = self.ledger.live_release(endpoint)
+        traffic = self._observed_traffic(endpoint)
+        if live is not None and traffic.weights.get(rid, 0) > 0:
+            self.route(endpoint, Traffic.all_to(live.id))
+        self.retire(endpoint, rid)
+        self.ledger.set_release(endpoint, rid, status="abandoned", outcome="abandoned",
+                                reason="interrupted rollout replaced by a different spec", finished=True)
+        return {"returned_to": live.id if live else None}
+
+    def _bake(self, spec: Spec, plan: Plan, step: Step) -> dict[str, Any]:
+        from deployer.gatekeeper import bake
+
+        assert plan.release is not None
+        evidence = bake(self, spec, plan.release.id, plan.baseline, step.bake_s)
+        return {"evidence": evidence[-len(spec.gates) :] if spec.gates else []}
+
+    def _fail(self, spec: Spec, plan: Plan, release: Release, error: DeployerError) -> Outcome:
+        """Send traffic back to the baseline, mark the candidate failed, re-raise."""
+        endpoint = spec.name
+        evidence = getattr(error, "evidence", [])
+        baseline = plan.baseline
+        try:
+            traffic = self._observed_traffic(endpoint)
+            current = traffic.weights.get(release.id, 0)
+            if baseline is not None and current > 0:
+                for w in rollback_steps(spec.strategy, current):
+                    self.route(endpoint, Traffic.split(release.id, w, baseline) if w else Traffic.all_to(baseline))
+                self.emit(RolledBack(endpoint, from_release=release.id, to_release=baseline, reason=str(error)))
+            status = "failed"
+            self.ledger.set_release(endpoint, release.id, status=status, outcome="failed", reason=str(error),
+                                    evidence=evidence, finished=True)
+            self.ledger.journal(endpoint, release.id, "rollback", "done",
+                                detail={"to": baseline, "reason": str(error)})
+            if spec.strategy.retire_failed or baseline is None and not isinstance(error, GateFailedError):
+                self.retire(endpoint, release.id)
+        except DeployerError as cleanup:
+            self.ledger.journal(endpoint, release.id, "rollback", "failed", detail={"error": str(cleanup)})
+            raise cleanup from error
+        raise error
+
+    # ---- other verbs -----------------------------------------------------------------------
+
+    def rollback(self, endpoint: str, to: str | None = None, reason: str = "manual rollback",
+                 retire_current: bool = False) -> Outcome:
+        """Make ``to`` (default: the newest superseded release) live. The caller holds the lock.
+
+        One route when the target still runs; otherwise redeploy it from its stored artifact first.
+        """
+        live = self.ledger.live_release(endpoint)
+        target = self.ledger.release(endpoint, to) if to else self.ledger.rollback_target(endpoint, exclude=live.id if live else None)
+        if target is None:
+            from deployer.errors import NoPreviousReleaseError
+
+            raise NoPreviousReleaseError(f"release {to!r} of {endpoint!r} is not in the ledger", hint="see `deployer history`")
+        if live is not None and target.id == live.id:
+            return Outcome(endpoint, target.id, "unchanged")
+        observed = self.call(lambda: self.provider.observe(endpoint))
+        running = observed is not None and target.id in observed.releases and observed.releases[target.id].status == "ready"
+        if not running:
+            if target.release.artifact is not None and self.provider.store().find(target.release.artifact.digest) is None:
+                from deployer.errors import NoPreviousReleaseError
+
+                raise NoPreviousReleaseError(f"the artifact of {target.id} is no longer stored", hint="deploy it again from its spec")
+            hold = observed.traffic if observed and observed.traffic.weights else Traffic.all_to(target.id)
+            self.step(endpoint, Step("deploy_release", target.id, note="redeploy for rollback"),
+                      lambda: self.bring_up(target.release, hold, 1800) or None)
+        self.step(endpoint, Step("route", target.id, weights={target.id: 100}),
+                  lambda: self.route(endpoint, Traffic.all_to(target.id)) or None)
+        if live is not None:
+            self.ledger.set_release(endpoint, live.id, status="rolled_back", reason=reason)
+        self.ledger.set_release(endpoint, target.id, status="live", reason=f"rolled back to: {reason}")
+        self.ledger.journal(endpoint, target.id, "rollback", "done", detail={"from": live.id if live else None, "reason": reason})
+        self.emit(RolledBack(endpoint, from_release=live.id if live else None, to_release=target.id, reason=reason))
+        if live is not None and retire_current:
+            self.step(endpoint, Step("retire_release", live.id), lambda: self.retire(endpoint, live.id) or None)
+        obs = self.provider.observe(endpoint)
+        return Outcome(endpoint, target.id, "rolled_back", obs.url if obs else None)
+
+    def scale(self, endpoint: str, autoscaling: Autoscaling) -> Outcome:
+        live = self.ledger.live_release(endpoint)
+        if live is None:
+            from deployer.errors import NotFoundError
+
+            raise NotFoundError(f"endpoint {endpoint!r} has no live release to scale", hint="deploy it first")
+
+        def do() -> dict[str, Any]:
+            op = self.call(lambda: self.provider.scale(endpoint, live.id, autoscaling))
+            self.wait(op, f"scaling {live.id}")
+            return {"autoscaling": autoscaling.model_dump(mode="json")}
+
+        self.step(endpoint, Step("scale", live.id, note=f"min {autoscaling.min}, max {autoscaling.max}"), do)
+        return Outcome(endpoint, live.id, "scaled")
+
+    def destroy(self, endpoint: str) -> Outcome:
+        def do() -> None:
+            op = self.call(lambda: self.provider.destroy(endpoint))
+            self.wait(op, f"destroying {endpoint}")
+            for row in self.ledger.releases(endpoint):
+                if row.status == "live":
+                    self.ledger.set_release(endpoint, row.id, status="superseded", reason="endpoint destroyed")
+                if row.status == "deploying":
+                    self.ledger.set_release(endpoint, row.id, status="abandoned", reason="endpoint destroyed", finished=True)
+            self.ledger.mark_destroyed(endpoint)
+
+        self.step(endpoint, Step("destroy"), lambda: do() or None)
+        return Outcome(endpoint, None, "destroyed")
+
+    def progress(self, endpoint: str, task: str) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            self.emit(Progress(endpoint, task=task, done=done, total=total))
+
+        return report
+
+
+def _target_record(spec: Spec) -> dict[str, Any]:
+    return {**spec.target.model_dump(mode="json"), "options": spec.provider_options}

@@ -1,0 +1,91 @@
+"""Typed events the core emits through ``on_event``. The core never prints.
+
+The CLI renders events with rich, ``--json`` streams them as JSON lines, a notebook shows its own
+display. Every event has a ``kind`` and a ``to_dict()`` that is JSON-safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    endpoint: str
+    kind: str = field(init=False, default="event")
+    at: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class PlanReady(Event):
+    kind: str = field(init=False, default="plan")
+    steps: list[str] = field(default_factory=list)
+    diff: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepStarted(Event):
+    kind: str = field(init=False, default="step.started")
+    step: str = ""
+    release: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StepDone(Event):
+    kind: str = field(init=False, default="step.done")
+    step: str = ""
+    release: str | None = None
+    outcome: str = "ok"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    kind: str = field(init=False, default="progress")
+    task: str = ""
+    done: float = 0
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class TrafficChanged(Event):
+    kind: str = field(init=False, default="traffic.changed")
+    weights: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateEvaluated(Event):
+    kind: str = field(init=False, default="gate.evaluated")
+    release: str = ""
+    gate: str = ""
+    outcome: str = ""  # pass | fail | inconclusive
+    observed: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RolledBack(Event):
+    kind: str = field(init=False, default="rolled_back")
+    from_release: str | None = None
+    to_release: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Promoted(Event):
+    kind: str = field(init=False, default="promoted")
+    release: str = ""
+
+
+EventFn = Callable[[Event], None]
+
+
+def ignore(_: Event) -> None:
+    """The default ``on_event``: drop everything."""

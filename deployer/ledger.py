@@ -1,0 +1,406 @@
+"""The release ledger: append-only history of releases and operations per endpoint, in SQLite.
+
+The ledger is the source of rollback targets and the audit trail. It lives at
+``$DEPLOYER_HOME/ledger.db`` (see :mod:`deployer.paths`), or where ``spec.state.path`` says, in WAL
+mode so readers (``status``, ``history``) never block a deploy.
+
+Release lifecycle (``releases.status``)::
+
+    deploying ──► live ──► superseded ──► (rollback target while its artifact is kept)
+        │           └────► rolled_back      (traffic moved away by a rollback)
+        └────► failed                       (a step or gate failed; evidence attached)
+        └────► abandoned                    (a crashed rollout replaced by a different spec)
+
+``running`` says whether the release still has compute on the provider.
+
+Every engine step is journaled twice in ``operations``: ``started`` (with the provider Operation
+once known) before it is sent, and ``done`` / ``failed`` after. Audit fields on every row: actor,
+time, and on releases the spec hash and artifact digest.
+
+One lock per endpoint (a row in ``locks``): a second writer gets :class:`LockedError` naming the
+holder; a lock whose holder process is dead (same host) is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deployer.errors import LedgerError, LockedError, NoPreviousReleaseError
+from deployer.records import Release, Traffic
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY, provider TEXT NOT NULL, target TEXT NOT NULL,
+    url TEXT, meta TEXT NOT NULL DEFAULT '{}', traffic TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, destroyed_at REAL
+);
+CREATE TABLE IF NOT EXISTS releases (
+    endpoint TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL, spec_hash TEXT NOT NULL, artifact_digest TEXT,
+    release TEXT NOT NULL, status TEXT NOT NULL, running INTEGER NOT NULL DEFAULT 0,
+    actor TEXT NOT NULL, created_at REAL NOT NULL, finished_at REAL,
+    outcome TEXT, reason TEXT, evidence TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (endpoint, id)
+);
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, release TEXT,
+    step TEXT NOT NULL, phase TEXT NOT NULL, operation TEXT, detail TEXT,
+    actor TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operations_endpoint ON operations(endpoint, id);
+CREATE TABLE IF NOT EXISTS locks (
+    endpoint TEXT PRIMARY KEY, token TEXT NOT NULL, holder TEXT NOT NULL,
+    pid INTEGER NOT NULL, host TEXT NOT NULL, acquired_at REAL NOT NULL
+);
+"""
+
+def actor() -> str:
+    """Who acts: ``$DEPLOYER_ACTOR`` or ``user@host``."""
+    explicit = os.environ.get("DEPLOYER_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """A release as the ledger knows it."""
+
+    endpoint: str
+    id: str
+    seq: int
+    fingerprint: str
+    spec_hash: str
+    artifact_digest: str | None
+    release: Release
+    status: str
+    running: bool
+    actor: str
+    created_at: float
+    finished_at: float | None
+    outcome: str | None
+    reason: str | None
+    evidence: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "running": self.running,
+            "fingerprint": self.fingerprint,
+            "spec_hash": self.spec_hash,
+            "artifact_digest": self.artifact_digest,
+            "actor": self.actor,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    name: str
+    provider: str
+    target: dict[str, Any]
+    url: str | None
+    meta: dict[str, str]
+    traffic: Traffic
+    created_at: float
+    updated_at: float
+    destroyed_at: float | None
+
+
+@dataclass(frozen=True)
+class OperationRow:
+    id: int
+    endpoint: str
+    release: str | None
+    step: str
+    phase: str
+    operation: dict[str, Any] | None
+    detail: dict[str, Any] | None
+    actor: str
+    at: float
+
+
+class Ledger:
+    """SQLite ledger. One instance per process; cheap to open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise LedgerError(f"cannot open the ledger at {self.path}: {e}", hint="check the path and its permissions") from e
+        self.actor = actor()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- locking -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, endpoint: str, purpose: str = "deploy") -> Iterator[str]:
+        """Hold the endpoint lock for the block; raise :class:`LockedError` naming the holder."""
+        token = uuid.uuid4().hex
+        host = socket.gethostname()
+        holder = f"{self.actor} pid {os.getpid()} ({purpose})"
+        with self._tx() as db:
+            row = db.execute("SELECT holder, pid, host FROM locks WHERE endpoint=?", (endpoint,)).fetchone()
+            if row is not None:
+                if row[2] == host and not _pid_alive(row[1]):
+                    self._journal(db, endpoint, None, "lock", "taken_over", detail={"stale_holder": row[0]})
+                else:
+                    raise LockedError(endpoint, row[0])
+            db.execute(
+                "INSERT OR REPLACE INTO locks VALUES (?,?,?,?,?,?)",
+                (endpoint, token, holder, os.getpid(), host, time.time()),
+            )
+        try:
+            yield token
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("DELETE FROM locks WHERE endpoint=? AND token=?", (endpoint, token))
+
+    def lock_holder(self, endpoint: str) -> str | None:
+        row = self.db.execute("SELECT holder FROM locks WHERE endpoint=?", (endpoint,)).fetchone()
+        return row[0] if row else None
+
+    # ---- endpoints -----------------------------------------------------------------------
+
+    def upsert_endpoint(self, name: str, provider: str, target: dict[str, Any]) -> None:
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO endpoints(name, provider, target, created_at, updated_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET provider=excluded.provider, target=excluded.target, "
+            "updated_at=excluded.updated_at, destroyed_at=NULL",
+            (name, provider, json.dumps(target, sort_keys=True), now, now),
+        )
+
+    def set_endpoint_facts(self, name: str, *, url: str | None, meta: dict[str, str]) -> None:
+        self.db.execute(
+            "UPDATE endpoints SET url=?, meta=?, updated_at=? WHERE name=?",
+            (url, json.dumps(meta, sort_keys=True), time.time(), name),
+        )
+
+    def set_traffic(self, name: str, traffic: Traffic) -> None:
+        self.db.execute(
+            "UPDATE endpoints SET traffic=?, updated_at=? WHERE name=?",
+            (json.dumps(traffic.weights, sort_keys=True), time.time(), name),
+        )
+
+    def mark_destroyed(self, name: str) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE endpoints SET destroyed_at=?, traffic='{}', url=NULL WHERE name=?", (now, name))
+            db.execute("UPDATE releases SET running=0 WHERE endpoint=?", (name,))
+
+    def endpoint(self, name: str) -> EndpointRow | None:
+        r = self.db.execute("SELECT * FROM endpoints WHERE name=?", (name,)).fetchone()
+        if r is None:
+            return None
+        return EndpointRow(
+            name=r[0], provider=r[1], target=json.loads(r[2]), url=r[3], meta=json.loads(r[4]),
+            traffic=Traffic(weights=json.loads(r[5])), created_at=r[6], updated_at=r[7], destroyed_at=r[8],
+        )
+
+    def endpoints(self) -> list[EndpointRow]:
+        names = [r[0] for r in self.db.execute("SELECT name FROM endpoints ORDER BY name")]
+        return [e for n in names if (e := self.endpoint(n)) is not None]
+
+    # ---- releases ------------------------------------------------------------------------
+
+    def next_release_id(self, endpoint: str) -> str:
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM releases WHERE endpoint=?", (endpoint,)).fetchone()
+        return f"r{row[0] + 1:04d}"
+
+    def add_release(self, release: Release, *, spec_hash: str) -> ReleaseRow:
+        seq = int(release.id[1:])
+        digest = release.artifact.digest if release.artifact else None
+        self.db.execute(
+            "INSERT INTO releases(endpoint, id, seq, fingerprint, spec_hash, artifact_digest, release, status, "
+            "running, actor, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (release.endpoint, release.id, seq, release.fingerprint, spec_hash, digest,
+             release.model_dump_json(), "deploying", 0, self.actor, time.time()),
+        )
+        row = self.release(release.endpoint, release.id)
+        assert row is not None
+        return row
+
+    def update_release_record(self, release: Release) -> None:
+        """Store the release record again (after upload fills in the artifact's stored URI)."""
+        self.db.execute(
+            "UPDATE releases SET release=?, artifact_digest=? WHERE endpoint=? AND id=?",
+            (release.model_dump_json(), release.artifact.digest if release.artifact else None,
+             release.endpoint, release.id),
+        )
+
+    def set_release(
+        self,
+        endpoint: str,
+        release_id: str,
+        *,
+        status: str | None = None,
+        running: bool | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        evidence: list[dict[str, Any]] | None = None,
+        finished: bool = False,
+    ) -> None:
+        sets, args = [], []
+        for col, val in (("status", status), ("outcome", outcome), ("reason", reason)):
+            if val is not None:
+                sets.append(f"{col}=?")
+                args.append(val)
+        if running is not None:
+            sets.append("running=?")
+            args.append(int(running))
+        if evidence is not None:
+            sets.append("evidence=?")
+            args.append(json.dumps(evidence, default=str))
+        if finished:
+            sets.append("finished_at=?")
+            args.append(time.time())
+        if sets:
+            self.db.execute(f"UPDATE releases SET {', '.join(sets)} WHERE endpoint=? AND id=?", (*args, endpoint, release_id))
+
+    def release(self, endpoint: str, release_id: str) -> ReleaseRow | None:
+        r = self.db.execute("SELECT * FROM releases WHERE endpoint=? AND id=?", (endpoint, release_id)).fetchone()
+        return _release_row(r) if r else None
+
+    def releases(self, endpoint: str) -> list[ReleaseRow]:
+        rows = self.db.execute("SELECT * FROM releases WHERE endpoint=? ORDER BY seq", (endpoint,)).fetchall()
+        return [_release_row(r) for r in rows]
+
+    def live_release(self, endpoint: str) -> ReleaseRow | None:
+        r = self.db.execute(
+            "SELECT * FROM releases WHERE endpoint=? AND status='live' ORDER BY seq DESC LIMIT 1", (endpoint,)
+        ).fetchone()
+        return _release_row(r) if r else None
+
+    def in_flight(self, endpoint: str) -> ReleaseRow | None:
+        """A release whose rollout was started and never finished (a crash)."""
+        r = self.db.execute(
+            "SELECT * FROM releases WHERE endpoint=? AND status='deploying' ORDER BY seq DESC LIMIT 1", (endpoint,)
+        ).fetchone()
+        return _release_row(r) if r else None
+
+    def rollback_target(self, endpoint: str, exclude: str | None = None) -> ReleaseRow:
+        """The newest release that was live and good before the current one."""
+        rows = self.db.execute(
+            "SELECT * FROM releases WHERE endpoint=? AND status='superseded' AND id != ? ORDER BY seq DESC LIMIT 1",
+            (endpoint, exclude or ""),
+        ).fetchone()
+        if rows is None:
+            raise NoPreviousReleaseError(
+                f"endpoint {endpoint!r} has no earlier good release to roll back to",
+                hint="deploy a release first, or name one with --to",
+            )
+        return _release_row(rows)
+
+    # ---- operations (journal) ------------------------------------------------------------
+
+    def journal(
+        self,
+        endpoint: str,
+        release: str | None,
+        step: str,
+        phase: str,
+        *,
+        operation: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        return self._journal(self.db, endpoint, release, step, phase, operation=operation, detail=detail)
+
+    def _journal(
+        self,
+        db: sqlite3.Connection,
+        endpoint: str,
+        release: str | None,
+        step: str,
+        phase: str,
+        *,
+        operation: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        cur = db.execute(
+            "INSERT INTO operations(endpoint, release, step, phase, operation, detail, actor, at) VALUES (?,?,?,?,?,?,?,?)",
+            (endpoint, release, step, phase, json.dumps(operation) if operation else None,
+             json.dumps(detail, default=str) if detail else None, self.actor, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def operations(self, endpoint: str, limit: int = 1000) -> list[OperationRow]:
+        rows = self.db.execute(
+            "SELECT * FROM operations WHERE endpoint=? ORDER BY id DESC LIMIT ?", (endpoint, limit)
+        ).fetchall()
+        return [
+            OperationRow(
+                id=r[0], endpoint=r[1], release=r[2], step=r[3], phase=r[4],
+                operation=json.loads(r[5]) if r[5] else None, detail=json.loads(r[6]) if r[6] else None,
+                actor=r[7], at=r[8],
+            )
+            for r in reversed(rows)
+        ]
+
+    def referenced_digests(self, keep: int) -> set[str]:
+        """Artifact digests the ledger still names as rollback targets or live, per endpoint the newest ``keep``."""
+        out: set[str] = set()
+        for (ep,) in self.db.execute("SELECT DISTINCT endpoint FROM releases").fetchall():
+            rows = self.db.execute(
+                "SELECT artifact_digest FROM releases WHERE endpoint=? AND status IN ('live','superseded','deploying') "
+                "AND artifact_digest IS NOT NULL ORDER BY seq DESC LIMIT ?",
+                (ep, keep),
+            ).fetchall()
+            out.update(r[0] for r in rows)
+        return out
+
+
+def _release_row(r: tuple[Any, ...]) -> ReleaseRow:
+    return ReleaseRow(
+        endpoint=r[0], id=r[1], seq=r[2], fingerprint=r[3], spec_hash=r[4], artifact_digest=r[5],
+        release=Release.model_validate_json(r[6]), status=r[7], running=bool(r[8]), actor=r[9],
+        created_at=r[10], finished_at=r[11], outcome=r[12], reason=r[13], evidence=json.loads(r[14]),
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

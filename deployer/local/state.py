@@ -1,0 +1,180 @@
+"""On-disk state of one local endpoint, shared by the provider, the supervisor and its workers.
+
+Layout of an endpoint directory (``<home>/local/endpoints/<name>/``)::
+
+    desired.json       written by the provider (atomic rename): what should run
+    state.json         written by the supervisor: pid, host, port, worker pids, version applied
+    supervisor.pid     the supervisor's pid while it runs
+    supervisor.lock    flock held by the running supervisor (a second one refuses to start)
+    supervisor.log     the supervisor's and workers' log
+    workers/<pid>.json ack of each worker: version applied, releases loaded, load errors
+    metrics/<id>.json  each worker's flushed metrics (kept after it exits, for windows)
+
+Readers never see a partial file: every writer writes a temporary file and renames it. This
+module imports nothing heavy (no pydantic) so the supervisor starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """One release as a worker loads it."""
+
+    path: str
+    flavor: str = "sklearn"
+    entrypoint: str | None = None
+    fingerprint: str | None = None
+    replicas: int = 1
+    """Workers this release asks for; the endpoint runs the largest count among its releases."""
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the supervisor and its workers converge to. ``version`` rises with every write."""
+
+    endpoint: str
+    version: int = 0
+    releases: dict[str, ReleaseSpec] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)
+    workers: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Desired:
+        releases = {rid: ReleaseSpec(**r) for rid, r in data.get("releases", {}).items()}
+        return cls(**{**data, "releases": releases})
+
+
+class Paths:
+    """File names inside one endpoint directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.desired = self.root / "desired.json"
+        self.state = self.root / "state.json"
+        self.pid = self.root / "supervisor.pid"
+        self.lock = self.root / "supervisor.lock"
+        self.log = self.root / "supervisor.log"
+        self.workers = self.root / "workers"
+        self.metrics = self.root / "metrics"
+        self.write_lock = self.root / "desired.lock"
+
+    def ack(self, pid: int) -> Path:
+        return self.workers / f"{pid}.json"
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_desired(paths: Paths) -> Desired | None:
+    data = read_json(paths.desired)
+    return Desired.from_dict(data) if data is not None else None
+
+
+def write_desired(paths: Paths, desired: Desired) -> None:
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.desired, desired.to_json())
+
+
+@contextlib.contextmanager
+def desired_lock(paths: Paths) -> Iterator[None]:
+    """Serialise read-modify-write of ``desired.json`` between processes."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.write_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when ``pid`` runs and is not a zombie (reaps it when it is our own child)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def read_pid(paths: Paths) -> int | None:
+    try:
+        return int(paths.pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def supervisor_pid(paths: Paths) -> int | None:
+    """The running supervisor's pid, or None when none runs."""
+    pid = read_pid(paths)
+    return pid if pid_alive(pid) else None
+
+
+def read_acks(paths: Paths) -> dict[int, dict[str, Any]]:
+    """Worker acks by pid."""
+    out: dict[int, dict[str, Any]] = {}
+    try:
+        names = os.listdir(paths.workers)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            data = read_json(paths.workers / name)
+            if data is not None and isinstance(data.get("pid"), int):
+                out[data["pid"]] = data
+    return out
+
+
+def log_tail(paths: Paths, lines: int = 20) -> str:
+    try:
+        text = paths.log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,23 @@
+"""Where deployer keeps its state on this machine.
+
+``DEPLOYER_HOME`` overrides everything; otherwise ``$XDG_STATE_HOME/deployer`` or
+``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger), ``artifacts/`` (the
+local artifact store) and ``local/`` (the local provider's endpoints).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    explicit = os.environ.get("DEPLOYER_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "deployer"
+
+
+def ledger_path(override: str | None = None) -> Path:
+    return Path(override).expanduser() if override else home() / "ledger.db"

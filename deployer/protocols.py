@@ -1,0 +1,175 @@
+"""The contracts between the core and its back-ends.
+
+A provider translates a handful of primitives into one platform's calls. The core (plan, engine,
+rollout, gates, ledger) builds every user verb from them, so a new cloud needs only these.
+
+General rules for every method of :class:`Provider`:
+
+* **Never sleeps, never waits.** A change is *started* and an :class:`~deployer.records.Operation`
+  returned; the core's one wait loop (:mod:`deployer.waiting`) calls :meth:`Provider.poll` until it
+  is terminal. A change that completes inside the call returns ``Operation(done=True)``.
+* **Idempotent.** Every mutating call may be repeated with the same arguments after a crash, a
+  timeout or a retry, and must converge to the same state without error ("retire" or "destroy"
+  on something already gone succeeds).
+* **Typed errors.** Platform errors are translated, in one place per provider and by error code,
+  into :mod:`deployer.errors`: :class:`~deployer.errors.TransientError` for throttling, 5xx and
+  timeouts (the core retries those with backoff inside the deadline), :class:`AuthError`,
+  :class:`QuotaError`, :class:`NotFoundError`, :class:`ConflictError` otherwise. Raised ``from``
+  the original exception.
+* **No printing.** Progress is reported through the ``on_progress`` callbacks the core passes.
+* **Names.** Resources are named from the endpoint name and release id only, so the core can
+  always find and clean up what a crashed process started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from deployer.records import (
+    ArtifactRef,
+    Capabilities,
+    Metrics,
+    Observed,
+    Operation,
+    OperationStatus,
+    Release,
+    Response,
+    Traffic,
+)
+from deployer.spec import Autoscaling, Spec, Target
+
+ProgressFn = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) while an artifact moves."""
+
+
+class ProviderContext(BaseModel):
+    """What a provider is constructed with."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    target: Target
+    options: BaseModel
+    home: Path
+    """The deployer home directory (state, caches); providers keep local state below ``home/<name>``."""
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Content-addressed blob store for packaged models.
+
+    Layout: ``<root>/sha256/<digest>/model.tar.gz``. A digest names exactly one byte string, so
+    ``put`` of a digest already present is a no-op that moves no bytes.
+    """
+
+    def find(self, digest: str) -> ArtifactRef | None:
+        """Return the stored artifact for ``digest``, or None. One cheap metadata call; no bytes move."""
+        ...
+
+    def put(self, path: Path, digest: str, on_progress: ProgressFn | None = None) -> ArtifactRef:
+        """Upload the packaged file at ``path`` under ``digest``; return its ref.
+
+        Skips the upload when :meth:`find` finds it. Computes sha256 in the same read as the upload and
+        raises :class:`~deployer.errors.DigestMismatchError` (deleting the partial object) when the bytes do
+        not hash to ``digest``. Blocking; idempotent; raises StorageError / TransientError.
+        """
+        ...
+
+    def get(self, ref: ArtifactRef, dest: Path) -> Path:
+        """Download ``ref`` to ``dest`` and verify its digest. Blocking; raises DigestMismatchError."""
+        ...
+
+    def delete(self, digest: str) -> None:
+        """Delete the artifact. Idempotent: deleting a missing digest succeeds."""
+        ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One platform's implementation of the deployment primitives.
+
+    Constructed as ``ProviderClass(ctx: ProviderContext)``; construction makes no network call.
+    ``Options`` is the provider's typed options model, validated from ``spec.provider_options``.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+    capabilities: Capabilities
+
+    def validate(self, spec: Spec) -> None:
+        """Offline checks: names, regions, instance types, option combinations. No network.
+
+        Raises :class:`~deployer.errors.SpecError` naming the field and the fix, or
+        :class:`~deployer.errors.CapabilityError` with the reason.
+        """
+        ...
+
+    def store(self) -> ArtifactStore:
+        """The artifact store releases are uploaded to (S3, GCS, Blob, a local directory)."""
+        ...
+
+    def observe(self, endpoint: str) -> Observed | None:
+        """What exists for ``endpoint`` now, or None when nothing does. Read-only; a few cheap calls."""
+        ...
+
+    def deploy_release(self, release: Release, traffic: Traffic) -> Operation:
+        """Start serving ``release`` beside what already runs, creating the endpoint if needed.
+
+        ``traffic`` is the weighting to hold while it comes up (the new release is at 0 unless the
+        endpoint is empty, where it gets 100). The release is *ready* when the operation succeeds.
+        Idempotent by ``(release.endpoint, release.id)``.
+        """
+        ...
+
+    def route(self, endpoint: str, traffic: Traffic) -> Operation:
+        """Set the traffic weights. Every release named must be ready. Idempotent."""
+        ...
+
+    def scale(self, endpoint: str, release: str, autoscaling: Autoscaling) -> Operation:
+        """Set replica bounds and the autoscaling target for ``release``. Idempotent.
+
+        Providers without per-release scaling apply it endpoint-wide and say so in their docs.
+        """
+        ...
+
+    def retire_release(self, endpoint: str, release: str) -> Operation:
+        """Stop serving ``release`` and free its compute (it must carry 0 traffic). Artifacts stay.
+        Idempotent: retiring an unknown release succeeds."""
+        ...
+
+    def destroy(self, endpoint: str) -> Operation:
+        """Remove the endpoint and every release's compute. Artifacts stay. Idempotent."""
+        ...
+
+    def poll(self, op: Operation) -> OperationStatus:
+        """One cheap status read for ``op``; never sleeps. Works on an Operation reloaded from the ledger."""
+        ...
+
+    def metrics(self, endpoint: str, release: str, window_s: float) -> Metrics:
+        """Requests, errors and latency of ``release`` over the last ``window_s`` seconds.
+
+        Zero requests is reported as such (``requests=0``); the gate decides that is inconclusive.
+        """
+        ...
+
+    def invoke(self, endpoint: str, payload: Any, release: str | None = None) -> Response:
+        """Send one prediction request. With ``release``, target that release directly where the
+        platform allows it (smoke gates); otherwise through the traffic split."""
+        ...
+
+
+class NativeRollout(Protocol):
+    """Optional: a provider whose platform runs a guarded rollout itself (``capabilities.native_rollout``).
+
+    ``rollout_native`` starts the rollout of ``release`` replacing ``baseline`` with the platform's own
+    traffic shifting and alarms; ``poll`` on the returned operation reports ``failed`` with the
+    platform's reason when the platform rolled back, never ``succeeded``.
+    """
+
+    def rollout_native(self, release: Release, baseline: str | None, spec: Spec) -> Operation: ...
+
+
+EventFn = Callable[[Any], None]

@@ -1,0 +1,47 @@
+"""The retry policy for provider calls: transient errors only, backoff with jitter, inside a deadline.
+
+Only :class:`~deployer.errors.TransientError` is retried (providers classify throttling, 5xx and
+timeouts as transient by error code). Everything else fails fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from deployer.errors import TransientError
+
+T = TypeVar("T")
+
+
+def call(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 8,
+    deadline_s: float = 120.0,
+    initial_s: float = 0.2,
+    max_wait_s: float = 10.0,
+    sleep: Callable[[float], None] | None = None,
+) -> T:
+    """Call ``fn``; on TransientError retry with exponential backoff and jitter.
+
+    Gives up after ``attempts`` tries or ``deadline_s`` seconds, re-raising the last TransientError.
+    ``sleep`` is injectable for tests.
+    """
+    kwargs = {"sleep": sleep} if sleep is not None else {}
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(attempts) | stop_after_delay(deadline_s),
+        wait=wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=initial_s),
+        reraise=True,
+        **kwargs,
+    )
+    return retrying(fn)

@@ -1,0 +1,163 @@
+"""Load a release from its extracted artifact directory, by flavor.
+
+Every loader returns a :class:`Predictor`: an object with ``predict(rows) -> predictions`` where
+``rows`` is the decoded JSON list the client sent. Flavor libraries are imported lazily, so serving
+an ONNX model never imports scikit-learn and vice versa; :func:`preload` imports them ahead of time
+(the supervisor does it once before forking its workers).
+
+* ``sklearn``: the single ``*.joblib`` / ``*.pkl`` file in the directory, loaded with joblib;
+  rows become a numpy array (records given as objects are ordered by ``feature_names_in_``).
+* ``onnx``: the single ``*.onnx`` file, run with onnxruntime on the first input as float32.
+* ``python``: ``entrypoint`` ``module:Class`` imported with the directory first on ``sys.path``;
+  ``Class.load(path)`` when it exists, else ``Class()``; the object must have ``predict(rows)``.
+* ``container``: not loadable in-process (:class:`~deployer.errors.CapabilityError`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+from deployer.errors import CapabilityError, DeployerError
+
+FLAVOR_MODULES: dict[str, tuple[str, ...]] = {
+    "sklearn": ("numpy", "joblib", "sklearn", "sklearn.linear_model", "sklearn.ensemble", "sklearn.pipeline"),
+    "onnx": ("numpy", "onnxruntime"),
+    "python": ("numpy",),
+}
+"""Modules worth importing before the first model of each flavor is loaded."""
+
+
+class ModelLoadError(DeployerError):
+    """The artifact could not be loaded as the declared flavor."""
+
+
+class Predictor(Protocol):
+    def predict(self, rows: Any) -> Any: ...
+
+
+def preload(flavors: set[str] | list[str]) -> None:
+    """Import the libraries of ``flavors`` now (missing optional ones are skipped: load reports them)."""
+    for flavor in sorted(set(flavors)):
+        for mod in FLAVOR_MODULES.get(flavor, ()):
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                break
+
+
+def _one_file(path: Path, patterns: tuple[str, ...], flavor: str) -> Path:
+    if path.is_file():
+        return path
+    found = sorted(p for pat in patterns for p in path.glob(pat))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise ModelLoadError(
+            f"flavor {flavor!r} needs exactly one {' or '.join(patterns)} file in the artifact, found {names}"
+        )
+    return found[0]
+
+
+class SklearnPredictor:
+    """A joblib-pickled estimator (or pipeline)."""
+
+    def __init__(self, model: Any) -> None:
+        import numpy as np
+
+        self.model = model
+        self._np = np
+        names = getattr(model, "feature_names_in_", None)
+        self.feature_names = [str(n) for n in names] if names is not None else None
+
+    def predict(self, rows: Any) -> Any:
+        if rows and isinstance(rows, list) and isinstance(rows[0], dict):
+            if self.feature_names is None:
+                raise ValueError("rows given as objects need a model fitted with feature names")
+            rows = [[r[n] for n in self.feature_names] for r in rows]
+        return self.model.predict(self._np.asarray(rows))
+
+
+class OnnxPredictor:
+    """An ONNX graph run with onnxruntime on its first input."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ModelLoadError(
+                "flavor 'onnx' needs onnxruntime in the serving environment",
+                hint="pip install 'mldeployer[onnx]'",
+            ) from e
+        import numpy as np
+
+        self._np = np
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def predict(self, rows: Any) -> Any:
+        out = self.session.run(None, {self.input: self._np.asarray(rows, dtype=self._np.float32)})
+        return out[0]
+
+
+def load(path: Path, flavor: str, entrypoint: str | None = None) -> Predictor:
+    """Load the model in the extracted artifact ``path`` as ``flavor``.
+
+    Blocking. Raises :class:`ModelLoadError` (with the cause chained) when the artifact does not
+    match the flavor or the model fails to load, :class:`CapabilityError` for ``container``.
+    """
+    path = Path(path)
+    if flavor == "container":
+        raise CapabilityError(
+            "flavor 'container' cannot be served in-process by the local provider",
+            hint="serve container images with a cloud provider (aws, gcp, azure)",
+        )
+    if flavor == "sklearn":
+        file = _one_file(path, ("*.joblib", "*.pkl"), flavor)
+        try:
+            import joblib
+
+            return SklearnPredictor(joblib.load(file))
+        except Exception as e:
+            raise ModelLoadError(f"cannot load {file.name} with joblib: {type(e).__name__}: {e}") from e
+    if flavor == "onnx":
+        file = _one_file(path, ("*.onnx",), flavor)
+        try:
+            return OnnxPredictor(file)
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(f"cannot load {file.name} with onnxruntime: {type(e).__name__}: {e}") from e
+    if flavor == "python":
+        return _load_python(path, entrypoint)
+    raise ModelLoadError(f"unknown flavor {flavor!r}; use sklearn, onnx, python or container")
+
+
+def _load_python(path: Path, entrypoint: str | None) -> Predictor:
+    if not entrypoint or ":" not in entrypoint:
+        raise ModelLoadError("flavor 'python' needs entrypoint 'module:Class'")
+    module_name, _, class_name = entrypoint.partition(":")
+    base = str(path if path.is_dir() else path.parent)
+    if base in sys.path:
+        sys.path.remove(base)
+    sys.path.insert(0, base)
+    # Two releases may ship a module of the same name: drop a cached one from another artifact.
+    top = module_name.split(".")[0]
+    for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+        file = getattr(sys.modules[name], "__file__", None) or ""
+        if file and not file.startswith(base + "/"):
+            del sys.modules[name]
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+    except (ImportError, AttributeError) as e:
+        raise ModelLoadError(f"cannot import {entrypoint} from the artifact: {type(e).__name__}: {e}") from e
+    try:
+        loader = getattr(cls, "load", None)
+        obj = loader(path) if callable(loader) else cls()
+    except Exception as e:
+        raise ModelLoadError(f"{entrypoint} failed to load: {type(e).__name__}: {e}") from e
+    if not callable(getattr(obj, "predict", None)):
+        raise ModelLoadError(f"{entrypoint} returned {type(obj).__name__}, which has no predict(rows) method")
+    return obj  # type: ignore[no-any-return]

@@ -1,0 +1,118 @@
+"""The only module that imports boto3 / botocore.
+
+Clients are created lazily (constructing a provider makes no network call and imports no SDK until
+the first call), in the target's region, with botocore's *standard* retry mode and a small attempt
+budget: botocore absorbs short throttling bursts, the core's tenacity policy handles the rest
+(:class:`~deployer.errors.TransientError`). ``AWS_ENDPOINT_URL`` (and the per-service
+``AWS_ENDPOINT_URL_<SERVICE>``) is honoured, so the same code runs against moto or LocalStack.
+Credentials come from boto3's standard chain; nothing here reads or stores them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    from boto3.s3.transfer import TransferConfig
+except ImportError as exc:  # pragma: no cover - exercised only without boto3
+    raise ImportError("the aws provider needs boto3: pip install mldeployer-aws") from exc
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+ClientError = botocore.exceptions.ClientError
+BotoCoreError = botocore.exceptions.BotoCoreError
+NoCredentialsError = botocore.exceptions.NoCredentialsError
+PartialCredentialsError = botocore.exceptions.PartialCredentialsError
+NoRegionError = botocore.exceptions.NoRegionError
+EndpointConnectionError = botocore.exceptions.EndpointConnectionError
+ConnectTimeoutError = botocore.exceptions.ConnectTimeoutError
+ReadTimeoutError = botocore.exceptions.ReadTimeoutError
+ConnectionClosedError = botocore.exceptions.ConnectionClosedError
+ParamValidationError = botocore.exceptions.ParamValidationError
+
+MAX_ATTEMPTS = 4
+"""botocore ``total_max_attempts``: one try plus three quick retries; the core retries beyond that."""
+
+__all__ = [
+    "BotoCoreError",
+    "ClientError",
+    "Clients",
+    "TransferConfig",
+    "transfer_config",
+]
+
+
+def _config(region: str) -> botocore.config.Config:
+    return botocore.config.Config(
+        region_name=region,
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=32,
+        user_agent_extra="mldeployer-aws",
+    )
+
+
+def transfer_config(chunk_mb: int, concurrency: int) -> TransferConfig:
+    """Multipart settings for artifact uploads and downloads."""
+    size = chunk_mb * 1024 * 1024
+    return TransferConfig(
+        multipart_threshold=size,
+        multipart_chunksize=size,
+        max_concurrency=concurrency,
+        use_threads=True,
+    )
+
+
+class Clients:
+    """Lazy, thread-safe boto3 clients for one region.
+
+    ``profile`` selects a named profile; otherwise the standard credential chain applies
+    (environment, shared config, SSO, container / instance roles).
+    """
+
+    def __init__(self, region: str | None, profile: str | None = None) -> None:
+        self._region = region
+        self._profile = profile
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._clients: dict[str, BaseClient] = {}
+
+    @property
+    def region(self) -> str:
+        if self._region:
+            return self._region
+        region = self._get_session().region_name
+        if not region:
+            raise NoRegionError()
+        self._region = region
+        return region
+
+    def _get_session(self) -> Any:
+        if self._session is None:
+            self._session = boto3.session.Session(profile_name=self._profile, region_name=self._region)
+        return self._session
+
+    def client(self, service: str) -> BaseClient:
+        """The client for ``service`` ("s3", "sagemaker", ...), created on first use."""
+        with self._lock:
+            c = self._clients.get(service)
+            if c is None:
+                kwargs: dict[str, Any] = {"config": _config(self.region)}
+                url = os.environ.get("AWS_ENDPOINT_URL")
+                svc_env = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
+                url = os.environ.get(svc_env, url)
+                if url:
+                    kwargs["endpoint_url"] = url
+                c = self._get_session().client(service, **kwargs)
+                self._clients[service] = c
+            return c
+
+    def account_id(self) -> str:
+        return str(self.client("sts").get_caller_identity()["Account"])

@@ -1,0 +1,122 @@
+"""botocore exceptions -> the deployer error tree, in one place, by error code.
+
+Most specific first. The message text of an AWS error is never parsed: SageMaker answers a
+missing resource with the generic ``ValidationException``, so "not found" is decided by the code
+*and* the operation (a ``Describe*`` / ``Delete*`` / ``List*`` call whose only input is a name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from deployer.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    ProviderError,
+    QuotaError,
+    SpecError,
+    TransientError,
+)
+
+from deployer_aws import _sdk
+
+TRANSIENT_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException",
+    "RequestThrottled", "RequestThrottledException", "RequestLimitExceeded", "SlowDown",
+    "ProvisionedThroughputExceededException", "BandwidthLimitExceeded", "PriorRequestNotComplete",
+    "RequestTimeout", "RequestTimeoutException", "InternalError", "InternalFailure",
+    "InternalServerError", "InternalServiceError", "InternalServiceException", "ServiceUnavailable",
+    "ServiceUnavailableException", "EC2ThrottledException", "TransactionInProgressException",
+    "ConcurrentUpdateException",
+})
+AUTH_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
+    "UnrecognizedClientException", "InvalidClientTokenId", "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "MissingAuthenticationToken", "IncompleteSignature", "AuthFailure",
+    "UnauthorizedOperation", "AllAccessDisabled", "InvalidToken", "RequestExpired",
+    "NotAuthorized", "AccountProblem",
+})
+QUOTA_CODES = frozenset({
+    "ResourceLimitExceeded", "LimitExceededException", "ServiceQuotaExceededException",
+    "TooManyBuckets", "QuotaExceeded",
+})
+NOT_FOUND_CODES = frozenset({
+    "NoSuchBucket", "NoSuchKey", "NotFound", "404", "ResourceNotFound", "ResourceNotFoundException",
+    "ObjectNotFoundException", "NoSuchEntity", "NoSuchUpload", "ModelNotReadyException",
+})
+CONFLICT_CODES = frozenset({
+    "ConflictException", "ResourceInUse", "ResourceInUseException", "BucketAlreadyExists",
+    "BucketAlreadyOwnedByYou", "OperationAborted", "PreconditionFailed", "412",
+    "ConditionalCheckFailedException", "FailedResourceAccessException",
+})
+# SageMaker reports a missing resource as ValidationException; only these operations (all keyed
+# by one name) turn it into NotFoundError. Create/Update calls keep it as a client-side error.
+NOT_FOUND_VALIDATION_OPS = frozenset({
+    "DescribeEndpoint", "DescribeEndpointConfig", "DescribeModel", "DeleteEndpoint",
+    "DeleteEndpointConfig", "DeleteModel", "UpdateEndpointWeightsAndCapacities", "InvokeEndpoint",
+    "ListTags", "AddTags", "DeleteTags",
+})
+
+
+def translate(exc: BaseException, operation: str | None = None) -> ProviderError:
+    """Map one botocore exception to the deployer tree (the caller raises it ``from exc``)."""
+    if isinstance(exc, _sdk.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        msg = str(err.get("Message", "")) or str(exc)
+        op = operation or getattr(exc, "operation_name", None) or ""
+        meta = exc.response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode", 0) or 0)
+        text = f"{op}: {code}: {msg}" if op else f"{code}: {msg}"
+        if code in TRANSIENT_CODES:
+            return TransientError(text, code=code)
+        if code in AUTH_CODES:
+            return AuthError(text, code=code, hint="check the AWS credentials and the IAM policy "
+                             "from `deployer iam-policy aws`")
+        if code in QUOTA_CODES:
+            return QuotaError(text, code=code, hint="request a quota increase in the Service Quotas console")
+        if code in NOT_FOUND_CODES:
+            return NotFoundError(text, code=code)
+        if code == "ValidationException" and op in NOT_FOUND_VALIDATION_OPS:
+            return NotFoundError(text, code=code)
+        if code in CONFLICT_CODES:
+            return ConflictError(text, code=code)
+        if status >= 500 or code.isdigit() and int(code) >= 500:
+            return TransientError(text, code=code)
+        if status in (401, 403):
+            return AuthError(text, code=code)
+        if status == 429:
+            return TransientError(text, code=code)
+        return ProviderError(text, code=code)
+    if isinstance(exc, _sdk.NoCredentialsError | _sdk.PartialCredentialsError):
+        return AuthError(str(exc), code="NoCredentials",
+                         hint="configure credentials: AWS_PROFILE, `aws configure` or an instance role")
+    if isinstance(exc, _sdk.NoRegionError):
+        return ProviderError(str(exc), code="NoRegion", hint="set target.region in the spec")
+    if isinstance(exc, _sdk.EndpointConnectionError | _sdk.ConnectTimeoutError | _sdk.ReadTimeoutError
+                  | _sdk.ConnectionClosedError):
+        return TransientError(str(exc), code=type(exc).__name__)
+    if isinstance(exc, _sdk.ParamValidationError):
+        return ProviderError(str(exc), code="ParamValidation")
+    return ProviderError(str(exc), code=type(exc).__name__)
+
+
+@contextmanager
+def aws_errors(operation: str | None = None) -> Iterator[None]:
+    """Translate every botocore exception raised in the block (``raise ... from`` the original)."""
+    try:
+        yield
+    except (_sdk.ClientError, _sdk.BotoCoreError) as exc:
+        raise translate(exc, operation) from exc
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a ClientError (None for anything else)."""
+    if isinstance(exc, _sdk.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return None
+
+
+__all__ = ["SpecError", "aws_errors", "error_code", "translate"]

@@ -1,0 +1,112 @@
+"""Prebuilt SageMaker scikit-learn serving images and the inference bundle they run.
+
+The table is the ``inference`` registry of ``image_uri_config/sklearn.json`` in the SageMaker Python
+SDK (v2.257): the ECR account that hosts ``sagemaker-scikit-learn`` in each region. The image is
+``{account}.dkr.ecr.{region}.{suffix}/sagemaker-scikit-learn:{version}-cpu-py3``.
+
+The container (aws/sagemaker-scikit-learn-container) unpacks ``ModelDataUrl`` into
+``/opt/ml/model`` and imports the script named by ``SAGEMAKER_PROGRAM`` from the source bundle at
+``SAGEMAKER_SUBMIT_DIRECTORY`` (an ``s3://`` tar.gz it downloads at start). The model artifact is
+content-addressed and never repacked, so the script travels as its own small, deterministic,
+content-addressed bundle next to it (``.../sha256/<digest>/sourcedir.tar.gz``). Because the
+container downloads that bundle itself, the sklearn flavor cannot run with network isolation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+
+SKLEARN_ACCOUNTS: dict[str, str] = {
+    "af-south-1": "510948584623", "ap-east-1": "651117190479", "ap-northeast-1": "354813040037",
+    "ap-northeast-2": "366743142698", "ap-northeast-3": "867004704886", "ap-south-1": "720646828776",
+    "ap-south-2": "628508329040", "ap-southeast-1": "121021644041", "ap-southeast-2": "783357654285",
+    "ap-southeast-3": "951798379941", "ap-southeast-4": "106583098589", "ca-central-1": "341280168497",
+    "ca-west-1": "190319476487", "cn-north-1": "450853457545", "cn-northwest-1": "451049120500",
+    "eu-central-1": "492215442770", "eu-central-2": "680994064768", "eu-north-1": "662702820516",
+    "eu-south-1": "978288397137", "eu-south-2": "104374241257", "eu-west-1": "141502667606",
+    "eu-west-2": "764974769150", "eu-west-3": "659782779980", "il-central-1": "898809789911",
+    "me-central-1": "272398656194", "me-south-1": "801668240914", "sa-east-1": "737474898029",
+    "us-east-1": "683313688378", "us-east-2": "257758044811", "us-gov-east-1": "237065988967",
+    "us-gov-west-1": "414596584902", "us-west-1": "746614075791", "us-west-2": "246618743249",
+}
+
+PROGRAM = "inference.py"
+BUNDLE = "sourcedir.tar.gz"
+
+INFERENCE_SCRIPT = '''\
+"""deployer's handler for the SageMaker scikit-learn container (generated; do not edit)."""
+import json
+import os
+
+import joblib
+import numpy as np
+
+_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def model_fn(model_dir):
+    found = []
+    for root, _dirs, files in os.walk(model_dir):
+        found += [os.path.join(root, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
+    if not found:
+        raise FileNotFoundError(f"no .joblib/.pkl model under {model_dir}")
+    preferred = [p for p in found if os.path.basename(p).startswith("model.")]
+    return joblib.load((preferred or found)[0])
+
+
+def input_fn(body, content_type):
+    if content_type.startswith("application/json"):
+        data = json.loads(body)
+        if isinstance(data, dict):
+            data = data.get("instances", data.get("inputs", data.get("rows")))
+        return np.asarray(data)
+    if content_type.startswith("text/csv"):
+        text = body.decode() if isinstance(body, bytes) else body
+        return np.asarray([[float(x) for x in line.split(",")] for line in text.splitlines() if line])
+    raise ValueError(f"unsupported content type {content_type}")
+
+
+def predict_fn(data, model):
+    return model.predict(data)
+
+
+def output_fn(prediction, accept):
+    return json.dumps({"predictions": np.asarray(prediction).tolist()}), "application/json"
+'''
+
+
+def sklearn_image(region: str, version: str) -> str | None:
+    """The prebuilt image URI for ``region``, or None where there is none."""
+    account = SKLEARN_ACCOUNTS.get(region)
+    if account is None:
+        return None
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account}.dkr.ecr.{region}.{suffix}/sagemaker-scikit-learn:{version}-cpu-py3"
+
+
+def inference_bundle() -> tuple[bytes, str]:
+    """The deterministic ``sourcedir.tar.gz`` holding the handler, and its sha256."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = INFERENCE_SCRIPT.encode()
+        info = tarfile.TarInfo(PROGRAM)
+        info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+        tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    blob = out.getvalue()
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def sklearn_environment(bundle_uri: str, region: str) -> dict[str, str]:
+    """What the scikit-learn container needs to find and run the handler."""
+    return {
+        "SAGEMAKER_PROGRAM": PROGRAM,
+        "SAGEMAKER_SUBMIT_DIRECTORY": bundle_uri,
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_REGION": region,
+    }

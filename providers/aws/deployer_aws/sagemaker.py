@@ -1,0 +1,294 @@
+"""SageMaker names, request bodies, status sets and the few calls the provider makes.
+
+Mapping: a *release* is a SageMaker Model ``{endpoint}-{release}`` served by a production variant
+named after the release id. An EndpointConfig holds one variant per live release; every change
+of the release set makes a new config (configs are immutable) named from the endpoint, the
+release ids and a hash of its content, so re-sending the same change finds the same config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from deployer.errors import NotFoundError
+from deployer.records import OperationStatus, Release
+
+from deployer_aws import _sdk
+from deployer_aws.errors import aws_errors
+from deployer_aws.options import AwsOptions
+
+NAME_MAX = 63
+NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+
+# DescribeEndpoint.EndpointStatus, declared as data (the core's wait loop only sees our verdicts).
+RUNNING_STATES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+FAILED_STATES = frozenset({"Failed", "UpdateRollbackFailed", "OutOfService"})
+READY_STATES = frozenset({"InService"})
+BUSY_STATES = RUNNING_STATES
+"""An endpoint in these states refuses UpdateEndpoint; the provider answers ConflictError."""
+
+
+def model_name(endpoint: str, release: str) -> str:
+    return f"{endpoint}-{release}"
+
+
+def config_name(endpoint: str, variants: list[dict[str, Any]], extra: dict[str, Any]) -> str:
+    """``{endpoint}-{r0001-r0002}-{hash8}``; ``{endpoint}-n{count}-{hash8}`` when that is too long."""
+    body = json.dumps({"variants": variants, "extra": extra}, sort_keys=True, default=str)
+    digest = hashlib.sha256(body.encode()).hexdigest()[:8]
+    ids = [v["VariantName"] for v in variants]
+    name = f"{endpoint}-{'-'.join(ids)}-{digest}"
+    if len(name) > NAME_MAX:
+        name = f"{endpoint}-n{len(ids)}-{digest}"
+    return name
+
+
+def is_config_of(endpoint: str, name: str) -> bool:
+    return re.fullmatch(rf"{re.escape(endpoint)}-(?:(?:r\d{{4,}}-)+|n\d+-)[0-9a-f]{{8}}", name) is not None
+
+
+def is_model_of(endpoint: str, name: str) -> bool:
+    return re.fullmatch(rf"{re.escape(endpoint)}-r\d{{4,}}", name) is not None
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def initial_count(release: Release) -> int:
+    if release.autoscaling is not None and release.autoscaling.min >= 1:
+        return max(release.autoscaling.min, min(release.resources.replicas, release.autoscaling.max))
+    return release.resources.replicas
+
+
+def variant_body(release: Release, weight: float, opts: AwsOptions) -> dict[str, Any]:
+    """One ProductionVariant for ``release``."""
+    v: dict[str, Any] = {
+        "VariantName": release.id,
+        "ModelName": model_name(release.endpoint, release.id),
+        "InitialVariantWeight": float(weight),
+    }
+    if opts.serverless is not None:
+        sc: dict[str, Any] = {"MemorySizeInMB": opts.serverless.memory_mb,
+                              "MaxConcurrency": opts.serverless.max_concurrency}
+        if opts.serverless.provisioned_concurrency:
+            sc["ProvisionedConcurrency"] = opts.serverless.provisioned_concurrency
+        v["ServerlessConfig"] = sc
+    else:
+        v["InstanceType"] = release.resources.instance_type or DEFAULT_INSTANCE_TYPE
+        v["InitialInstanceCount"] = initial_count(release)
+    return v
+
+
+def carry_variant(existing: dict[str, Any], weight: float) -> dict[str, Any]:
+    """A variant of the current config, kept as it is with a new initial weight."""
+    keep = {k: v for k, v in existing.items() if k not in ("InitialVariantWeight",)}
+    keep["InitialVariantWeight"] = float(weight)
+    return keep
+
+
+def config_extras(opts: AwsOptions) -> dict[str, Any]:
+    """Endpoint-config fields other than variants; part of every config so they survive updates."""
+    extra: dict[str, Any] = {}
+    if opts.data_capture is not None:
+        dc = opts.data_capture
+        body: dict[str, Any] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": dc.sampling_percent,
+            "DestinationS3Uri": dc.destination,
+            "CaptureOptions": ([{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]
+                               if dc.mode == "InputAndOutput" else [{"CaptureMode": dc.mode}]),
+        }
+        if dc.kms_key_id:
+            body["KmsKeyId"] = dc.kms_key_id
+        extra["DataCaptureConfig"] = body
+    if opts.kms_key_id and opts.serverless is None:
+        extra["KmsKeyId"] = opts.kms_key_id
+    return extra
+
+
+def normalise_weights(variants: list[dict[str, Any]], key: str = "CurrentWeight") -> dict[str, int]:
+    """SageMaker weights are relative floats; deployer's are integers summing to 100."""
+    raw = {v["VariantName"]: float(v.get(key) or 0.0) for v in variants}
+    total = sum(raw.values())
+    if total <= 0:
+        return {}
+    scaled = {k: w * 100.0 / total for k, w in raw.items()}
+    out = {k: int(s) for k, s in scaled.items()}
+    short = 100 - sum(out.values())
+    for k in sorted(scaled, key=lambda k: (-(scaled[k] - out[k]), k))[:short]:
+        out[k] += 1
+    return out
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """The parts of DescribeEndpoint the provider reasons about."""
+
+    name: str
+    status: str
+    config: str
+    pending_config: str | None
+    variants: list[dict[str, Any]]
+    failure: str | None
+    arn: str
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> EndpointView:
+        pending = d.get("PendingDeploymentSummary") or {}
+        return cls(
+            name=d["EndpointName"], status=d["EndpointStatus"], config=d.get("EndpointConfigName", ""),
+            pending_config=pending.get("EndpointConfigName"), variants=list(d.get("ProductionVariants") or []),
+            failure=d.get("FailureReason"), arn=d.get("EndpointArn", ""),
+        )
+
+    @property
+    def variant_names(self) -> list[str]:
+        return sorted(v["VariantName"] for v in self.variants)
+
+    def weights(self) -> dict[str, int]:
+        return normalise_weights(self.variants)
+
+
+def verdict(view: EndpointView | None, expect_config: str | None) -> OperationStatus:
+    """Judge one DescribeEndpoint for an operation that should end on ``expect_config``.
+
+    InService on a *different* config means SageMaker rolled the update back (it does so silently
+    when new instances fail health checks or a rollback alarm fires): that is a failure.
+    """
+    if view is None:
+        return OperationStatus(state="failed", message="the endpoint does not exist")
+    if view.status in FAILED_STATES:
+        return OperationStatus(state="failed", message=f"endpoint {view.status}: {view.failure or 'no reason given'}")
+    if view.status in RUNNING_STATES:
+        return OperationStatus(state="running", message=f"endpoint {view.status}")
+    if expect_config and view.config != expect_config:
+        why = f": {view.failure}" if view.failure else ""
+        return OperationStatus(
+            state="failed",
+            message=f"SageMaker rolled back: endpoint serves {view.config}, not {expect_config}{why}",
+        )
+    return OperationStatus(state="succeeded", progress=1.0)
+
+
+class SageMaker:
+    """Thin wrappers over the SageMaker calls; every botocore error leaves translated."""
+
+    def __init__(self, clients: _sdk.Clients) -> None:
+        self._clients = clients
+
+    @property
+    def sm(self) -> Any:
+        return self._clients.client("sagemaker")
+
+    def describe_endpoint(self, name: str) -> EndpointView | None:
+        try:
+            with aws_errors("DescribeEndpoint"):
+                return EndpointView.parse(self.sm.describe_endpoint(EndpointName=name))
+        except NotFoundError:
+            return None
+
+    def describe_config(self, name: str) -> dict[str, Any] | None:
+        try:
+            with aws_errors("DescribeEndpointConfig"):
+                return dict(self.sm.describe_endpoint_config(EndpointConfigName=name))
+        except NotFoundError:
+            return None
+
+    def model_exists(self, name: str) -> bool:
+        try:
+            with aws_errors("DescribeModel"):
+                self.sm.describe_model(ModelName=name)
+            return True
+        except NotFoundError:
+            return False
+
+    def ensure_model(self, name: str, container: dict[str, Any], opts: AwsOptions, tags: dict[str, str]) -> None:
+        """CreateModel unless it exists (SageMaker refuses duplicate names)."""
+        if self.model_exists(name):
+            return
+        body: dict[str, Any] = {"ModelName": name, "PrimaryContainer": container, "Tags": tag_list(tags)}
+        if opts.role_arn:
+            body["ExecutionRoleArn"] = opts.role_arn
+        if opts.vpc is not None:
+            body["VpcConfig"] = {"Subnets": list(opts.vpc.subnets),
+                                 "SecurityGroupIds": list(opts.vpc.security_groups)}
+        if opts.network_isolation:
+            body["EnableNetworkIsolation"] = True
+        with aws_errors("CreateModel"):
+            self.sm.create_model(**body)
+
+    def ensure_config(self, name: str, variants: list[dict[str, Any]], extra: dict[str, Any],
+                      tags: dict[str, str]) -> None:
+        if self.describe_config(name) is not None:
+            return
+        with aws_errors("CreateEndpointConfig"):
+            self.sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants,
+                                           Tags=tag_list(tags), **extra)
+
+    def create_endpoint(self, name: str, config: str, tags: dict[str, str]) -> None:
+        with aws_errors("CreateEndpoint"):
+            self.sm.create_endpoint(EndpointName=name, EndpointConfigName=config, Tags=tag_list(tags))
+
+    def update_endpoint(self, name: str, config: str, deployment: dict[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"EndpointName": name, "EndpointConfigName": config}
+        if deployment is not None:
+            body["DeploymentConfig"] = deployment
+        else:
+            # Keep autoscaled instance counts; take weights and data capture from the new config.
+            body["RetainAllVariantProperties"] = True
+            body["ExcludeRetainedVariantProperties"] = [
+                {"VariantPropertyType": "DesiredWeight"}, {"VariantPropertyType": "DataCaptureConfig"}]
+        with aws_errors("UpdateEndpoint"):
+            self.sm.update_endpoint(**body)
+
+    def set_weights(self, name: str, weights: dict[str, float]) -> None:
+        with aws_errors("UpdateEndpointWeightsAndCapacities"):
+            self.sm.update_endpoint_weights_and_capacities(
+                EndpointName=name,
+                DesiredWeightsAndCapacities=[{"VariantName": k, "DesiredWeight": float(w)}
+                                             for k, w in sorted(weights.items())],
+            )
+
+    def delete_endpoint(self, name: str) -> None:
+        try:
+            with aws_errors("DeleteEndpoint"):
+                self.sm.delete_endpoint(EndpointName=name)
+        except NotFoundError:
+            pass
+
+    def delete_config(self, name: str) -> None:
+        try:
+            with aws_errors("DeleteEndpointConfig"):
+                self.sm.delete_endpoint_config(EndpointConfigName=name)
+        except NotFoundError:
+            pass
+
+    def delete_model(self, name: str) -> None:
+        try:
+            with aws_errors("DeleteModel"):
+                self.sm.delete_model(ModelName=name)
+        except NotFoundError:
+            pass
+
+    def list_names(self, kind: str, contains: str) -> list[str]:
+        """Names of models ("Models") or endpoint configs ("EndpointConfigs") containing ``contains``."""
+        op = {"Models": ("list_models", "ListModels", "ModelName"),
+              "EndpointConfigs": ("list_endpoint_configs", "ListEndpointConfigs", "EndpointConfigName")}[kind]
+        out: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"NameContains": contains, "MaxResults": 100}
+            if token:
+                kwargs["NextToken"] = token
+            with aws_errors(op[1]):
+                page = getattr(self.sm, op[0])(**kwargs)
+            out += [item[op[2]] for item in page.get(kind, [])]
+            token = page.get("NextToken")
+            if not token:
+                return out
