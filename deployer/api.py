@@ -72,6 +72,7 @@ class Prepared:
     provider: Provider
     candidate: Release
     upload: Any
+    packaged: Any = None
 
 
 def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
@@ -83,6 +84,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
     provider.validate(spec)
     artifact: ArtifactRef | None = None
     upload = None
+    packaged = None
     if spec.model.path is not None or spec.model.obj is not None:
         packaged = (
             artifacts.package(Path(spec.model.path)) if spec.model.path is not None
@@ -113,7 +115,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
         tags=spec.tags,
         options=spec.provider_options,
     )
-    return Prepared(spec, provider, candidate, upload)
+    return Prepared(spec, provider, candidate, upload, packaged)
 
 
 # ---- verbs --------------------------------------------------------------------------------------

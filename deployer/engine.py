@@ -140,7 +140,7 @@ class Engine:
         self.ledger.journal(release.endpoint, release.id, f"deploy_release:{release.id}", "sent", operation=op.model_dump())
         self.wait(op, f"release {release.id}", timeout_s)
         self.ledger.set_release(release.endpoint, release.id, running=True)
-        observed = self.provider.observe(release.endpoint)
+        observed = self.call(lambda: self.provider.observe(release.endpoint))
         if observed is not None:
             self.ledger.set_endpoint_facts(release.endpoint, url=observed.url, meta=observed.meta)
 
@@ -174,12 +174,14 @@ class Engine:
         self._upload = upload
         if self.ledger.release(endpoint, release.id) is None:
             self.ledger.add_release(release, spec_hash=spec.spec_hash())
+        else:
+            self.ledger.update_release_record(release)
         try:
             for step in plan.steps:
                 release = self._run(spec, plan, step, release)
         except DeployerError as e:
             return self._fail(spec, plan, release, e)
-        obs = self.provider.observe(endpoint)
+        obs = self.call(lambda: self.provider.observe(endpoint))
         url = obs.url if obs else None
         return Outcome(endpoint, release.id, "resumed" if resumed else "deployed", url, plan)
 
@@ -281,7 +283,7 @@ class Engine:
                                     evidence=evidence, finished=True)
             self.ledger.journal(endpoint, release.id, "rollback", "done",
                                 detail={"to": baseline, "reason": str(error)})
-            if spec.strategy.retire_failed or baseline is None and not isinstance(error, GateFailedError):
+            if spec.strategy.retire_failed and baseline is not None:
                 self.retire(endpoint, release.id)
         except DeployerError as cleanup:
             self.ledger.journal(endpoint, release.id, "rollback", "failed", detail={"error": str(cleanup)})
@@ -307,7 +309,8 @@ class Engine:
         observed = self.call(lambda: self.provider.observe(endpoint))
         running = observed is not None and target.id in observed.releases and observed.releases[target.id].status == "ready"
         if not running:
-            if target.release.artifact is not None and self.provider.store().find(target.release.artifact.digest) is None:
+            digest = target.release.artifact.digest if target.release.artifact else None
+            if digest is not None and self.call(lambda: self.provider.store().find(digest)) is None:
                 from deployer.errors import NoPreviousReleaseError
 
                 raise NoPreviousReleaseError(f"the artifact of {target.id} is no longer stored", hint="deploy it again from its spec")
@@ -323,7 +326,7 @@ class Engine:
         self.emit(RolledBack(endpoint, from_release=live.id if live else None, to_release=target.id, reason=reason))
         if live is not None and retire_current:
             self.step(endpoint, Step("retire_release", live.id), lambda: self.retire(endpoint, live.id) or None)
-        obs = self.provider.observe(endpoint)
+        obs = self.call(lambda: self.provider.observe(endpoint))
         return Outcome(endpoint, target.id, "rolled_back", obs.url if obs else None)
 
     def scale(self, endpoint: str, autoscaling: Autoscaling) -> Outcome:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from deployer.errors import GateFailedError
-from deployer.gates import GateContext, GateSet
+from deployer.gates import GateContext, GateSet, Phase
 
 if TYPE_CHECKING:
     from deployer.engine import Engine
@@ -49,9 +49,10 @@ def bake(engine: Engine, spec: Spec, release: str, baseline: str | None, bake_s:
             engine.ledger.journal(endpoint, release, f"gate:{result.gate}", result.outcome, detail=result.to_dict())
             engine.emit(result.to_event(endpoint))
         now = clock.now()
-        decision = gates.decision("during" if now < end else "bake_end")
+        phase = "during" if now < end else "bake_end"
+        decision = gates.decision(phase)
         if decision == "fail":
-            raise _failed(gates)
+            raise _failed(gates, phase)
         if decision == "pass" and now >= end:
             return gates.evidence()
         if now >= hard_end:
@@ -60,7 +61,7 @@ def bake(engine: Engine, spec: Spec, release: str, baseline: str | None, bake_s:
             return gates.evidence()
 
 
-def _failed(gates: GateSet, phase: str = "during") -> GateFailedError:
-    reasons = gates.reasons("deadline" if phase == "deadline" else "during")
+def _failed(gates: GateSet, phase: Phase = "during") -> GateFailedError:
+    reasons = gates.reasons(phase)
     text = "; ".join(f"{name}: {why}" for name, why in reasons.items()) or "gate failed"
     return GateFailedError(f"gate failed: {text}", evidence=gates.evidence())

@@ -128,15 +128,17 @@ def make_plan(
         return Plan(spec.name, live, live.id, steps, diff, basis)
 
     if head_in_flight is not None:
-        release = head_in_flight
+        # same fingerprint, so the same digest: take the candidate's ref (the crash may have come
+        # before the upload finished and the ledger's record has no stored URI yet)
+        release = head_in_flight.model_copy(update={"artifact": candidate.artifact})
         diff.append(f"~ resume {release.id} (interrupted rollout of the same spec)")
     else:
         release = candidate.model_copy(update={"id": head.next_id})
         art = f"sha256:{release.artifact.digest[:12]}" if release.artifact else (spec.model.image or spec.model.uri)
         diff.append(f"+ release {release.id}: {spec.model.flavor} {art}, {spec.resources.replicas} replica(s)")
-        if release.artifact is not None and not artifact_present:
-            steps.append(Step("upload", release.id, note=f"{release.artifact.size} bytes"))
-            diff.append(f"+ upload artifact sha256:{release.artifact.digest[:12]} ({release.artifact.size} bytes)")
+    if release.artifact is not None and not artifact_present:
+        steps.append(Step("upload", release.id, note=f"{release.artifact.size} bytes"))
+        diff.append(f"+ upload artifact sha256:{release.artifact.digest[:12]} ({release.artifact.size} bytes)")
 
     baseline = live.id if live is not None and live.id in observed_ids else None
     steps.append(Step("deploy_release", release.id, note="at 0% traffic" if baseline else "new endpoint"))

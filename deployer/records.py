@@ -47,6 +47,14 @@ class Traffic(_Record):
 
     weights: dict[str, int] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_zero(cls, data: Any) -> Any:
+        """A release at 0% carries no traffic: it is left out, so equal splits compare equal."""
+        if isinstance(data, dict) and isinstance(data.get("weights"), dict):
+            return {**data, "weights": {k: v for k, v in data["weights"].items() if v != 0}}
+        return data
+
     @model_validator(mode="after")
     def _sum(self) -> Traffic:
         if self.weights:

@@ -40,7 +40,7 @@ def call(
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(attempts) | stop_after_delay(deadline_s),
-        wait=wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=initial_s),
+        wait=wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=initial_s),
         reraise=True,
         **kwargs,
     )

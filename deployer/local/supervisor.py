@@ -50,6 +50,21 @@ def _preload_flavors(flavors: set[str]) -> None:
     preload(flavors)
 
 
+def _preload_releases(desired: Desired) -> None:
+    """Import each release's flavor library and unpickle sklearn models (see ``preload_model``)."""
+    from deployer.serving.loader import preload_model
+
+    for spec in desired.releases.values():
+        preload_model(spec.path, spec.flavor)
+
+
+def start_preload(desired: Desired) -> threading.Thread:
+    """Start :func:`_preload_releases` in a background thread; join it before forking."""
+    thread = threading.Thread(target=_preload_releases, args=(desired,), name="preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def _preload_http() -> None:
     import httptools  # noqa: F401
     import orjson  # noqa: F401
@@ -84,8 +99,9 @@ def _bind(host: str, port: int, previous: int | None) -> socket.socket:
 class Supervisor:
     """The supervisor loop for the endpoint directory ``root``."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, importer: threading.Thread | None = None) -> None:
         self.paths = Paths(root)
+        self.importer = importer
         self.workers: dict[int, float] = {}
         self.draining: dict[int, float] = {}
         self.stop = False
@@ -121,8 +137,7 @@ class Supervisor:
             log.error("no desired.json in %s; nothing to serve", self.paths.root)
             return EXIT_BAD_STATE
         flavors = {r.flavor for r in desired.releases.values()}
-        importer = threading.Thread(target=_preload_flavors, args=(flavors,), name="preload", daemon=True)
-        importer.start()
+        importer = self.importer or start_preload(desired)
         if not self._lock():
             log.error("another supervisor (pid %s) already serves %s", read_pid(self.paths), self.paths.root)
             importer.join()
@@ -176,6 +191,9 @@ class Supervisor:
             if flavors:
                 _preload_flavors(flavors)
                 self.preloaded |= flavors
+            from deployer.serving.loader import forget_preloaded
+
+            forget_preloaded({r.path for r in desired.releases.values()})
         self.desired = desired
 
     def _check_desired(self) -> None:
@@ -314,7 +332,7 @@ class Supervisor:
         log.info("supervisor %d stopped", os.getpid())
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -328,7 +346,7 @@ def run_foreground(endpoint_dir: Path | str) -> int:
     ``endpoint_dir`` must hold a ``desired.json`` (see :func:`deployer.local.state.write_desired`).
     Returns the exit code (0 after a clean stop, 3 when another supervisor holds the endpoint).
     """
-    _setup_logging()
+    setup_logging()
     return Supervisor(endpoint_dir).run()
 
 

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -62,7 +63,7 @@ class Worker:
 
     def _load_one(self, rid: str, spec: ReleaseSpec) -> Predictor | None:
         try:
-            model = load(spec.path, spec.flavor, spec.entrypoint)
+            model = load(Path(spec.path), spec.flavor, spec.entrypoint)
         except Exception as e:
             self.errors[rid] = str(e)
             log.error("worker %d: release %s failed to load: %s", self.pid, rid, e)

@@ -131,7 +131,9 @@ class ServingApp:
             return
         series = self.recorder.get(target)
         try:
-            out = orjson.dumps({"predictions": model.predict(data), "release": target}, default=_default, option=_OPTS)
+            out = orjson.dumps(
+                {"predictions": model.predict(data), "release": target}, default=_default, option=_OPTS
+            )
         except Exception as e:
             series.observe(time.time(), (time.perf_counter() - start) * 1000.0, True)
             await _reply(send, 500, _error("model_error", f"{type(e).__name__}: {e}"), target)
@@ -140,7 +142,11 @@ class ServingApp:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [_JSON, (b"content-length", str(len(out)).encode()), (b"x-deployer-release", target.encode())],
+                "headers": [
+                    _JSON,
+                    (b"content-length", str(len(out)).encode()),
+                    (b"x-deployer-release", target.encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": out})
@@ -153,7 +159,9 @@ class ServingApp:
             return
         if path in ("/ready", "/ping") and method in ("GET", "HEAD"):
             routing = self.routing
-            body = orjson.dumps({"ready": routing.ready, "releases": sorted(routing.releases), "live": routing.live()})
+            body = orjson.dumps(
+                {"ready": routing.ready, "releases": sorted(routing.releases), "live": routing.live()}
+            )
             await _reply(send, 200 if routing.ready else 503, body)
             return
         if self._auth is not None:
@@ -205,7 +213,10 @@ class ServingApp:
         ]
         aggs = sorted(aggregate(self._snapshots(), None).items())
         lines += [f'deployer_requests_total{{release="{r}"}} {a.requests}' for r, a in aggs]
-        lines += ["# HELP deployer_errors_total Failed predictions by release.", "# TYPE deployer_errors_total counter"]
+        lines += [
+            "# HELP deployer_errors_total Failed predictions by release.",
+            "# TYPE deployer_errors_total counter",
+        ]
         lines += [f'deployer_errors_total{{release="{r}"}} {a.errors}' for r, a in aggs]
         lines += [
             "# HELP deployer_request_duration_seconds Prediction latency by release.",
@@ -230,7 +241,11 @@ def _error(code: str, message: str) -> bytes:
 
 
 async def _reply(
-    send: Send, status: int, body: bytes, release: str | None = None, content_type: tuple[bytes, bytes] = _JSON
+    send: Send,
+    status: int,
+    body: bytes,
+    release: str | None = None,
+    content_type: tuple[bytes, bytes] = _JSON,
 ) -> None:
     headers = [content_type, (b"content-length", str(len(body)).encode())]
     if release is not None:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from deployer.errors import CapabilityError, DeployerError
 
 FLAVOR_MODULES: dict[str, tuple[str, ...]] = {
-    "sklearn": ("numpy", "joblib", "sklearn", "sklearn.linear_model", "sklearn.ensemble", "sklearn.pipeline"),
+    "sklearn": ("numpy", "joblib", "sklearn.base"),
     "onnx": ("numpy", "onnxruntime"),
     "python": ("numpy",),
 }
@@ -46,6 +46,42 @@ def preload(flavors: set[str] | list[str]) -> None:
                 importlib.import_module(mod)
             except ImportError:
                 break
+
+
+_PRELOADED: dict[tuple[str, int, int], Any] = {}
+"""sklearn models unpickled ahead of time (by the supervisor, before forking), by file identity."""
+
+
+def _identity(file: Path) -> tuple[str, int, int]:
+    st = file.stat()
+    return (str(file.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def preload_model(path: Path | str, flavor: str) -> None:
+    """Unpickle an sklearn model now so forked workers inherit it (copy-on-write) instead of loading it.
+
+    Also imports exactly the modules the pickle needs. Only for ``sklearn``: an onnxruntime session
+    or user code may start threads, which must not cross a fork. Errors are left for :func:`load`.
+    """
+    if flavor != "sklearn":
+        preload([flavor])
+        return
+    try:
+        import joblib
+
+        file = _one_file(Path(path), ("*.joblib", "*.pkl"), flavor)
+        key = _identity(file)
+        if key not in _PRELOADED:
+            _PRELOADED[key] = joblib.load(file)
+    except Exception:
+        return
+
+
+def forget_preloaded(keep: set[str]) -> None:
+    """Drop preloaded models whose artifact path is not under one of ``keep``."""
+    for key in list(_PRELOADED):
+        if not any(key[0] == k or key[0].startswith(k.rstrip("/") + "/") for k in keep):
+            del _PRELOADED[key]
 
 
 def _one_file(path: Path, patterns: tuple[str, ...], flavor: str) -> Path:
@@ -116,9 +152,12 @@ def load(path: Path, flavor: str, entrypoint: str | None = None) -> Predictor:
     if flavor == "sklearn":
         file = _one_file(path, ("*.joblib", "*.pkl"), flavor)
         try:
-            import joblib
+            model = _PRELOADED.get(_identity(file))
+            if model is None:
+                import joblib
 
-            return SklearnPredictor(joblib.load(file))
+                model = joblib.load(file)
+            return SklearnPredictor(model)
         except Exception as e:
             raise ModelLoadError(f"cannot load {file.name} with joblib: {type(e).__name__}: {e}") from e
     if flavor == "onnx":
@@ -160,4 +199,4 @@ def _load_python(path: Path, entrypoint: str | None) -> Predictor:
         raise ModelLoadError(f"{entrypoint} failed to load: {type(e).__name__}: {e}") from e
     if not callable(getattr(obj, "predict", None)):
         raise ModelLoadError(f"{entrypoint} returned {type(obj).__name__}, which has no predict(rows) method")
-    return obj  # type: ignore[no-any-return]
+    return obj

@@ -116,3 +116,17 @@ class Clients:
 
     def account_id(self) -> str:
         return str(self.client("sts").get_caller_identity()["Account"])
+
+
+def instance_types() -> frozenset[str]:
+    """SageMaker hosting instance types, from botocore's bundled service model (offline)."""
+    global _INSTANCE_TYPES
+    if _INSTANCE_TYPES is None:
+        import botocore.session
+
+        model = botocore.session.get_session().get_service_model("sagemaker")
+        _INSTANCE_TYPES = frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+    return _INSTANCE_TYPES
+
+
+_INSTANCE_TYPES: frozenset[str] | None = None

@@ -16,48 +16,112 @@ from deployer.errors import (
     NotFoundError,
     ProviderError,
     QuotaError,
-    SpecError,
     TransientError,
 )
-
 from deployer_aws import _sdk
 
-TRANSIENT_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException",
-    "RequestThrottled", "RequestThrottledException", "RequestLimitExceeded", "SlowDown",
-    "ProvisionedThroughputExceededException", "BandwidthLimitExceeded", "PriorRequestNotComplete",
-    "RequestTimeout", "RequestTimeoutException", "InternalError", "InternalFailure",
-    "InternalServerError", "InternalServiceError", "InternalServiceException", "ServiceUnavailable",
-    "ServiceUnavailableException", "EC2ThrottledException", "TransactionInProgressException",
-    "ConcurrentUpdateException",
-})
-AUTH_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
-    "UnrecognizedClientException", "InvalidClientTokenId", "InvalidAccessKeyId",
-    "SignatureDoesNotMatch", "MissingAuthenticationToken", "IncompleteSignature", "AuthFailure",
-    "UnauthorizedOperation", "AllAccessDisabled", "InvalidToken", "RequestExpired",
-    "NotAuthorized", "AccountProblem",
-})
-QUOTA_CODES = frozenset({
-    "ResourceLimitExceeded", "LimitExceededException", "ServiceQuotaExceededException",
-    "TooManyBuckets", "QuotaExceeded",
-})
-NOT_FOUND_CODES = frozenset({
-    "NoSuchBucket", "NoSuchKey", "NotFound", "404", "ResourceNotFound", "ResourceNotFoundException",
-    "ObjectNotFoundException", "NoSuchEntity", "NoSuchUpload", "ModelNotReadyException",
-})
-CONFLICT_CODES = frozenset({
-    "ConflictException", "ResourceInUse", "ResourceInUseException", "BucketAlreadyExists",
-    "BucketAlreadyOwnedByYou", "OperationAborted", "PreconditionFailed", "412",
-    "ConditionalCheckFailedException", "FailedResourceAccessException",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+        "BandwidthLimitExceeded",
+        "PriorRequestNotComplete",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServiceError",
+        "InternalServiceException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "EC2ThrottledException",
+        "TransactionInProgressException",
+        "ConcurrentUpdateException",
+    }
+)
+AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "AuthFailure",
+        "UnauthorizedOperation",
+        "AllAccessDisabled",
+        "InvalidToken",
+        "RequestExpired",
+        "NotAuthorized",
+        "AccountProblem",
+    }
+)
+QUOTA_CODES = frozenset(
+    {
+        "ResourceLimitExceeded",
+        "LimitExceededException",
+        "ServiceQuotaExceededException",
+        "TooManyBuckets",
+        "QuotaExceeded",
+    }
+)
+NOT_FOUND_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "NoSuchKey",
+        "NotFound",
+        "404",
+        "ResourceNotFound",
+        "ResourceNotFoundException",
+        "ObjectNotFoundException",
+        "NoSuchEntity",
+        "NoSuchUpload",
+        "ModelNotReadyException",
+    }
+)
+CONFLICT_CODES = frozenset(
+    {
+        "ConflictException",
+        "ResourceInUse",
+        "ResourceInUseException",
+        "BucketAlreadyExists",
+        "BucketAlreadyOwnedByYou",
+        "OperationAborted",
+        "PreconditionFailed",
+        "412",
+        "ConditionalCheckFailedException",
+        "FailedResourceAccessException",
+    }
+)
 # SageMaker reports a missing resource as ValidationException; only these operations (all keyed
 # by one name) turn it into NotFoundError. Create/Update calls keep it as a client-side error.
-NOT_FOUND_VALIDATION_OPS = frozenset({
-    "DescribeEndpoint", "DescribeEndpointConfig", "DescribeModel", "DeleteEndpoint",
-    "DeleteEndpointConfig", "DeleteModel", "UpdateEndpointWeightsAndCapacities", "InvokeEndpoint",
-    "ListTags", "AddTags", "DeleteTags",
-})
+NOT_FOUND_VALIDATION_OPS = frozenset(
+    {
+        "DescribeEndpoint",
+        "DescribeEndpointConfig",
+        "DescribeModel",
+        "DeleteEndpoint",
+        "DeleteEndpointConfig",
+        "DeleteModel",
+        "UpdateEndpointWeightsAndCapacities",
+        "InvokeEndpoint",
+        "ListTags",
+        "AddTags",
+        "DeleteTags",
+    }
+)
 
 
 def translate(exc: BaseException, operation: str | None = None) -> ProviderError:
@@ -73,8 +137,11 @@ def translate(exc: BaseException, operation: str | None = None) -> ProviderError
         if code in TRANSIENT_CODES:
             return TransientError(text, code=code)
         if code in AUTH_CODES:
-            return AuthError(text, code=code, hint="check the AWS credentials and the IAM policy "
-                             "from `deployer iam-policy aws`")
+            return AuthError(
+                text,
+                code=code,
+                hint="check the AWS credentials and the IAM policy from `deployer iam-policy aws`",
+            )
         if code in QUOTA_CODES:
             return QuotaError(text, code=code, hint="request a quota increase in the Service Quotas console")
         if code in NOT_FOUND_CODES:
@@ -91,12 +158,20 @@ def translate(exc: BaseException, operation: str | None = None) -> ProviderError
             return TransientError(text, code=code)
         return ProviderError(text, code=code)
     if isinstance(exc, _sdk.NoCredentialsError | _sdk.PartialCredentialsError):
-        return AuthError(str(exc), code="NoCredentials",
-                         hint="configure credentials: AWS_PROFILE, `aws configure` or an instance role")
+        return AuthError(
+            str(exc),
+            code="NoCredentials",
+            hint="configure credentials: AWS_PROFILE, `aws configure` or an instance role",
+        )
     if isinstance(exc, _sdk.NoRegionError):
         return ProviderError(str(exc), code="NoRegion", hint="set target.region in the spec")
-    if isinstance(exc, _sdk.EndpointConnectionError | _sdk.ConnectTimeoutError | _sdk.ReadTimeoutError
-                  | _sdk.ConnectionClosedError):
+    if isinstance(
+        exc,
+        _sdk.EndpointConnectionError
+        | _sdk.ConnectTimeoutError
+        | _sdk.ReadTimeoutError
+        | _sdk.ConnectionClosedError,
+    ):
         return TransientError(str(exc), code=type(exc).__name__)
     if isinstance(exc, _sdk.ParamValidationError):
         return ProviderError(str(exc), code="ParamValidation")
@@ -119,4 +194,4 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
-__all__ = ["SpecError", "aws_errors", "error_code", "translate"]
+__all__ = ["aws_errors", "error_code", "translate"]

@@ -23,14 +23,21 @@ def _qid(prefix: str, name: str) -> str:
     return prefix + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
 
 
-def queries(endpoint: str, release: str, period: int, custom: list[str],
-            custom_namespace: str) -> list[dict[str, Any]]:
+def queries(
+    endpoint: str, release: str, period: int, custom: list[str], custom_namespace: str
+) -> list[dict[str, Any]]:
     dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": release}]
 
     def q(qid: str, metric: str, stat: str, namespace: str = NAMESPACE) -> dict[str, Any]:
-        return {"Id": qid, "ReturnData": True, "MetricStat": {
-            "Metric": {"Namespace": namespace, "MetricName": metric, "Dimensions": dims},
-            "Period": period, "Stat": stat}}
+        return {
+            "Id": qid,
+            "ReturnData": True,
+            "MetricStat": {
+                "Metric": {"Namespace": namespace, "MetricName": metric, "Dimensions": dims},
+                "Period": period,
+                "Stat": stat,
+            },
+        }
 
     out = [
         q("inv", "Invocations", "Sum"),
@@ -48,8 +55,14 @@ def period_for(window_s: float) -> int:
     return max(60, int(math.ceil(window_s / 60.0)) * 60)
 
 
-def request(endpoint: str, release: str, window_s: float, custom: list[str], custom_namespace: str,
-            now: dt.datetime | None = None) -> dict[str, Any]:
+def request(
+    endpoint: str,
+    release: str,
+    window_s: float,
+    custom: list[str],
+    custom_namespace: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
     end = now or dt.datetime.now(dt.UTC)
     period = period_for(window_s)
     return {
@@ -75,5 +88,12 @@ def parse(results: list[dict[str, Any]], release: str, window_s: float, custom: 
         vals = values.get(_qid("c_", name), [])
         if vals:
             extra[name] = sum(vals) / len(vals)
-    return Metrics(release=release, window_s=window_s, requests=int(total("inv")), errors=int(total("e5xx")),
-                   p50_ms=worst_ms("p50"), p99_ms=worst_ms("p99"), custom=extra)
+    return Metrics(
+        release=release,
+        window_s=window_s,
+        requests=int(total("inv")),
+        errors=int(total("e5xx")),
+        p50_ms=worst_ms("p50"),
+        p99_ms=worst_ms("p99"),
+        custom=extra,
+    )

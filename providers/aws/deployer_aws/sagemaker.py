@@ -16,7 +16,6 @@ from typing import Any
 
 from deployer.errors import NotFoundError
 from deployer.records import OperationStatus, Release
-
 from deployer_aws import _sdk
 from deployer_aws.errors import aws_errors
 from deployer_aws.options import AwsOptions
@@ -74,8 +73,10 @@ def variant_body(release: Release, weight: float, opts: AwsOptions) -> dict[str,
         "InitialVariantWeight": float(weight),
     }
     if opts.serverless is not None:
-        sc: dict[str, Any] = {"MemorySizeInMB": opts.serverless.memory_mb,
-                              "MaxConcurrency": opts.serverless.max_concurrency}
+        sc: dict[str, Any] = {
+            "MemorySizeInMB": opts.serverless.memory_mb,
+            "MaxConcurrency": opts.serverless.max_concurrency,
+        }
         if opts.serverless.provisioned_concurrency:
             sc["ProvisionedConcurrency"] = opts.serverless.provisioned_concurrency
         v["ServerlessConfig"] = sc
@@ -101,8 +102,11 @@ def config_extras(opts: AwsOptions) -> dict[str, Any]:
             "EnableCapture": True,
             "InitialSamplingPercentage": dc.sampling_percent,
             "DestinationS3Uri": dc.destination,
-            "CaptureOptions": ([{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]
-                               if dc.mode == "InputAndOutput" else [{"CaptureMode": dc.mode}]),
+            "CaptureOptions": (
+                [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]
+                if dc.mode == "InputAndOutput"
+                else [{"CaptureMode": dc.mode}]
+            ),
         }
         if dc.kms_key_id:
             body["KmsKeyId"] = dc.kms_key_id
@@ -113,7 +117,7 @@ def config_extras(opts: AwsOptions) -> dict[str, Any]:
 
 
 def normalise_weights(variants: list[dict[str, Any]], key: str = "CurrentWeight") -> dict[str, int]:
-    """SageMaker weights are relative floats; deployer's are integers summing to 100."""
+    """SageMaker weights are relative floats; deployer's are integers summing to 100 (zeros left out)."""
     raw = {v["VariantName"]: float(v.get(key) or 0.0) for v in variants}
     total = sum(raw.values())
     if total <= 0:
@@ -123,7 +127,7 @@ def normalise_weights(variants: list[dict[str, Any]], key: str = "CurrentWeight"
     short = 100 - sum(out.values())
     for k in sorted(scaled, key=lambda k: (-(scaled[k] - out[k]), k))[:short]:
         out[k] += 1
-    return out
+    return {k: w for k, w in out.items() if w}
 
 
 @dataclass(frozen=True)
@@ -142,9 +146,13 @@ class EndpointView:
     def parse(cls, d: dict[str, Any]) -> EndpointView:
         pending = d.get("PendingDeploymentSummary") or {}
         return cls(
-            name=d["EndpointName"], status=d["EndpointStatus"], config=d.get("EndpointConfigName", ""),
-            pending_config=pending.get("EndpointConfigName"), variants=list(d.get("ProductionVariants") or []),
-            failure=d.get("FailureReason"), arn=d.get("EndpointArn", ""),
+            name=d["EndpointName"],
+            status=d["EndpointStatus"],
+            config=d.get("EndpointConfigName", ""),
+            pending_config=pending.get("EndpointConfigName"),
+            variants=list(d.get("ProductionVariants") or []),
+            failure=d.get("FailureReason"),
+            arn=d.get("EndpointArn", ""),
         )
 
     @property
@@ -164,7 +172,9 @@ def verdict(view: EndpointView | None, expect_config: str | None) -> OperationSt
     if view is None:
         return OperationStatus(state="failed", message="the endpoint does not exist")
     if view.status in FAILED_STATES:
-        return OperationStatus(state="failed", message=f"endpoint {view.status}: {view.failure or 'no reason given'}")
+        return OperationStatus(
+            state="failed", message=f"endpoint {view.status}: {view.failure or 'no reason given'}"
+        )
     if view.status in RUNNING_STATES:
         return OperationStatus(state="running", message=f"endpoint {view.status}")
     if expect_config and view.config != expect_config:
@@ -208,7 +218,9 @@ class SageMaker:
         except NotFoundError:
             return False
 
-    def ensure_model(self, name: str, container: dict[str, Any], opts: AwsOptions, tags: dict[str, str]) -> None:
+    def ensure_model(
+        self, name: str, container: dict[str, Any], opts: AwsOptions, tags: dict[str, str]
+    ) -> None:
         """CreateModel unless it exists (SageMaker refuses duplicate names)."""
         if self.model_exists(name):
             return
@@ -216,20 +228,24 @@ class SageMaker:
         if opts.role_arn:
             body["ExecutionRoleArn"] = opts.role_arn
         if opts.vpc is not None:
-            body["VpcConfig"] = {"Subnets": list(opts.vpc.subnets),
-                                 "SecurityGroupIds": list(opts.vpc.security_groups)}
+            body["VpcConfig"] = {
+                "Subnets": list(opts.vpc.subnets),
+                "SecurityGroupIds": list(opts.vpc.security_groups),
+            }
         if opts.network_isolation:
             body["EnableNetworkIsolation"] = True
         with aws_errors("CreateModel"):
             self.sm.create_model(**body)
 
-    def ensure_config(self, name: str, variants: list[dict[str, Any]], extra: dict[str, Any],
-                      tags: dict[str, str]) -> None:
+    def ensure_config(
+        self, name: str, variants: list[dict[str, Any]], extra: dict[str, Any], tags: dict[str, str]
+    ) -> None:
         if self.describe_config(name) is not None:
             return
         with aws_errors("CreateEndpointConfig"):
-            self.sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants,
-                                           Tags=tag_list(tags), **extra)
+            self.sm.create_endpoint_config(
+                EndpointConfigName=name, ProductionVariants=variants, Tags=tag_list(tags), **extra
+            )
 
     def create_endpoint(self, name: str, config: str, tags: dict[str, str]) -> None:
         with aws_errors("CreateEndpoint"):
@@ -243,7 +259,9 @@ class SageMaker:
             # Keep autoscaled instance counts; take weights and data capture from the new config.
             body["RetainAllVariantProperties"] = True
             body["ExcludeRetainedVariantProperties"] = [
-                {"VariantPropertyType": "DesiredWeight"}, {"VariantPropertyType": "DataCaptureConfig"}]
+                {"VariantPropertyType": "DesiredWeight"},
+                {"VariantPropertyType": "DataCaptureConfig"},
+            ]
         with aws_errors("UpdateEndpoint"):
             self.sm.update_endpoint(**body)
 
@@ -251,8 +269,9 @@ class SageMaker:
         with aws_errors("UpdateEndpointWeightsAndCapacities"):
             self.sm.update_endpoint_weights_and_capacities(
                 EndpointName=name,
-                DesiredWeightsAndCapacities=[{"VariantName": k, "DesiredWeight": float(w)}
-                                             for k, w in sorted(weights.items())],
+                DesiredWeightsAndCapacities=[
+                    {"VariantName": k, "DesiredWeight": float(w)} for k, w in sorted(weights.items())
+                ],
             )
 
     def delete_endpoint(self, name: str) -> None:
@@ -278,8 +297,10 @@ class SageMaker:
 
     def list_names(self, kind: str, contains: str) -> list[str]:
         """Names of models ("Models") or endpoint configs ("EndpointConfigs") containing ``contains``."""
-        op = {"Models": ("list_models", "ListModels", "ModelName"),
-              "EndpointConfigs": ("list_endpoint_configs", "ListEndpointConfigs", "EndpointConfigName")}[kind]
+        op = {
+            "Models": ("list_models", "ListModels", "ModelName"),
+            "EndpointConfigs": ("list_endpoint_configs", "ListEndpointConfigs", "EndpointConfigName"),
+        }[kind]
         out: list[str] = []
         token: str | None = None
         while True:

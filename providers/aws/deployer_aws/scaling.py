@@ -11,7 +11,6 @@ from typing import Any
 
 from deployer.errors import NotFoundError
 from deployer.spec import Autoscaling
-
 from deployer_aws import _sdk
 from deployer_aws.errors import aws_errors
 
@@ -37,14 +36,24 @@ def tracking_config(endpoint: str, release: str, a: Autoscaling, metrics_namespa
     }
     dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": release}]
     if a.target_metric == "invocations_per_replica":
-        cfg["PredefinedMetricSpecification"] = {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
+        cfg["PredefinedMetricSpecification"] = {
+            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+        }
     elif a.target_metric == "cpu_utilization":
-        cfg["CustomizedMetricSpecification"] = {"MetricName": "CPUUtilization",
-                                                "Namespace": INSTANCE_METRICS_NAMESPACE,
-                                                "Dimensions": dims, "Statistic": "Average", "Unit": "Percent"}
+        cfg["CustomizedMetricSpecification"] = {
+            "MetricName": "CPUUtilization",
+            "Namespace": INSTANCE_METRICS_NAMESPACE,
+            "Dimensions": dims,
+            "Statistic": "Average",
+            "Unit": "Percent",
+        }
     else:
-        cfg["CustomizedMetricSpecification"] = {"MetricName": a.custom_metric, "Namespace": metrics_namespace,
-                                                "Dimensions": dims, "Statistic": "Average"}
+        cfg["CustomizedMetricSpecification"] = {
+            "MetricName": a.custom_metric,
+            "Namespace": metrics_namespace,
+            "Dimensions": dims,
+            "Statistic": "Average",
+        }
     return cfg
 
 
@@ -59,13 +68,23 @@ class Scaling:
     def apply(self, endpoint: str, release: str, a: Autoscaling, metrics_namespace: str) -> None:
         rid = resource_id(endpoint, release)
         with aws_errors("RegisterScalableTarget"):
-            self.aas.register_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION,
-                                              MinCapacity=a.min, MaxCapacity=a.max)
+            self.aas.register_scalable_target(
+                ServiceNamespace=NAMESPACE,
+                ResourceId=rid,
+                ScalableDimension=DIMENSION,
+                MinCapacity=a.min,
+                MaxCapacity=a.max,
+            )
         with aws_errors("PutScalingPolicy"):
             self.aas.put_scaling_policy(
-                PolicyName=policy_name(endpoint, release), ServiceNamespace=NAMESPACE, ResourceId=rid,
-                ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
-                TargetTrackingScalingPolicyConfiguration=tracking_config(endpoint, release, a, metrics_namespace),
+                PolicyName=policy_name(endpoint, release),
+                ServiceNamespace=NAMESPACE,
+                ResourceId=rid,
+                ScalableDimension=DIMENSION,
+                PolicyType="TargetTrackingScaling",
+                TargetTrackingScalingPolicyConfiguration=tracking_config(
+                    endpoint, release, a, metrics_namespace
+                ),
             )
 
     def registered(self, endpoint: str, releases: list[str]) -> dict[str, tuple[int, int]]:
@@ -74,18 +93,27 @@ class Scaling:
             return {}
         with aws_errors("DescribeScalableTargets"):
             page = self.aas.describe_scalable_targets(
-                ServiceNamespace=NAMESPACE, ScalableDimension=DIMENSION,
-                ResourceIds=[resource_id(endpoint, r) for r in releases])
+                ServiceNamespace=NAMESPACE,
+                ScalableDimension=DIMENSION,
+                ResourceIds=[resource_id(endpoint, r) for r in releases],
+            )
         out = {}
         for t in page.get("ScalableTargets", []):
             out[t["ResourceId"].rsplit("/", 1)[-1]] = (int(t["MinCapacity"]), int(t["MaxCapacity"]))
         return out
 
-    def remove(self, endpoint: str, release: str) -> None:
-        """Deregister the target (its policies go with it). Idempotent."""
-        try:
-            with aws_errors("DeregisterScalableTarget"):
-                self.aas.deregister_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=resource_id(endpoint, release),
-                                                    ScalableDimension=DIMENSION)
-        except NotFoundError:
-            pass
+    def remove(self, endpoint: str, releases: list[str]) -> None:
+        """Deregister the releases' targets (their policies go with them). Idempotent.
+
+        Looks first (one DescribeScalableTargets), so an unregistered release costs no failing call.
+        """
+        for release in self.registered(endpoint, releases):
+            try:
+                with aws_errors("DeregisterScalableTarget"):
+                    self.aas.deregister_scalable_target(
+                        ServiceNamespace=NAMESPACE,
+                        ResourceId=resource_id(endpoint, release),
+                        ScalableDimension=DIMENSION,
+                    )
+            except NotFoundError:  # ObjectNotFoundException: gone meanwhile
+                pass

@@ -18,7 +18,6 @@ from urllib.parse import quote
 from deployer.errors import DigestMismatchError, NotFoundError, StorageError
 from deployer.protocols import ProgressFn
 from deployer.records import ArtifactRef
-
 from deployer_aws import _sdk
 from deployer_aws.errors import aws_errors, error_code, translate
 from deployer_aws.options import AwsOptions
@@ -51,7 +50,7 @@ class HashingReader:
             if pos > self._mark:
                 self._gap = True
             elif end > self._mark:
-                self._h.update(memoryview(data)[self._mark - pos:])
+                self._h.update(memoryview(data)[self._mark - pos :])
                 self._mark = end
             return data
 
@@ -63,6 +62,12 @@ class HashingReader:
 
     def seekable(self) -> bool:
         return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """s3transfer closes what it uploads; the caller owns the real file."""
 
     def hexdigest(self, size: int) -> str:
         if not self._gap and self._mark == size:
@@ -81,7 +86,9 @@ def file_sha256(path: Path) -> str:
 class S3ArtifactStore:
     """Content-addressed artifacts in one S3 bucket (see the module docstring)."""
 
-    def __init__(self, clients: _sdk.Clients, options: AwsOptions, tags: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, clients: _sdk.Clients, options: AwsOptions, tags: dict[str, str] | None = None
+    ) -> None:
         if not options.bucket:
             raise StorageError("provider_options.bucket is not set", hint="name the S3 bucket for artifacts")
         self._clients = clients
@@ -109,8 +116,8 @@ class S3ArtifactStore:
         try:
             head = self._s3.head_object(Bucket=self.bucket, Key=self.key(digest, filename))
         except _sdk.ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return None
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                return None  # real S3 answers a HEAD in a missing bucket with a bare 404 too
             raise self._storage_error(exc, "HeadObject") from exc
         except _sdk.BotoCoreError as exc:
             raise translate(exc, "HeadObject") from exc
@@ -118,17 +125,18 @@ class S3ArtifactStore:
             return None
         return ArtifactRef(digest=digest, uri=self.uri(digest, filename), size=int(head["ContentLength"]))
 
-    def put(self, path: Path, digest: str, on_progress: ProgressFn | None = None,
-            filename: str = FILENAME) -> ArtifactRef:
+    def put(
+        self, path: Path, digest: str, on_progress: ProgressFn | None = None, filename: str = FILENAME
+    ) -> ArtifactRef:
         """Upload unless present; hash while uploading; delete and raise on mismatch."""
         path = Path(path)
+        self._ensure_bucket()
         found = self.find(digest, filename)
         if found is not None:
             size = found.size
             if on_progress:
                 on_progress(size, size)
             return found
-        self._ensure_bucket()
         size = path.stat().st_size
         key = self.key(digest, filename)
         done = [0]
@@ -149,13 +157,16 @@ class S3ArtifactStore:
         if self.options.sse == "aws:kms" and self.options.kms_key_id:
             extra["SSEKMSKeyId"] = self.options.kms_key_id
         if self.tags:
-            extra["Tagging"] = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}"
-                                        for k, v in sorted(self.tags.items()))
+            extra["Tagging"] = "&".join(
+                f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(self.tags.items())
+            )
         config = _sdk.transfer_config(self.options.upload_chunk_mb, self.options.upload_concurrency)
         with open(path, "rb") as f:
             reader = HashingReader(f, path)
             try:
-                self._s3.upload_fileobj(reader, self.bucket, key, ExtraArgs=extra, Callback=_cb, Config=config)
+                self._s3.upload_fileobj(
+                    reader, self.bucket, key, ExtraArgs=extra, Callback=_cb, Config=config
+                )
             except _sdk.ClientError as exc:
                 raise self._storage_error(exc, "PutObject") from exc
             except _sdk.BotoCoreError as exc:
@@ -203,8 +214,14 @@ class S3ArtifactStore:
         if self.options.sse == "aws:kms" and self.options.kms_key_id:
             extra["SSEKMSKeyId"] = self.options.kms_key_id
         with aws_errors("PutObject"):
-            self._s3.put_object(Bucket=self.bucket, Key=self.key(digest, filename), Body=data,
-                                Metadata={DIGEST_META: digest}, ContentType="application/gzip", **extra)
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self.key(digest, filename),
+                Body=data,
+                Metadata={DIGEST_META: digest},
+                ContentType="application/gzip",
+                **extra,
+            )
         return ArtifactRef(digest=digest, uri=self.uri(digest, filename), size=len(data))
 
     def _ensure_bucket(self) -> None:
@@ -223,22 +240,33 @@ class S3ArtifactStore:
                 if region != "us-east-1":
                     kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
                 s3.create_bucket(**kwargs)
-                s3.put_public_access_block(Bucket=self.bucket, PublicAccessBlockConfiguration={
-                    "BlockPublicAcls": True, "IgnorePublicAcls": True,
-                    "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
-                })
+                s3.put_public_access_block(
+                    Bucket=self.bucket,
+                    PublicAccessBlockConfiguration={
+                        "BlockPublicAcls": True,
+                        "IgnorePublicAcls": True,
+                        "BlockPublicPolicy": True,
+                        "RestrictPublicBuckets": True,
+                    },
+                )
                 rule: dict[str, Any] = {"SSEAlgorithm": self.options.sse}
                 if self.options.kms_key_id:
                     rule["KMSMasterKeyID"] = self.options.kms_key_id
-                s3.put_bucket_encryption(Bucket=self.bucket, ServerSideEncryptionConfiguration={
-                    "Rules": [{"ApplyServerSideEncryptionByDefault": rule}]})
+                s3.put_bucket_encryption(
+                    Bucket=self.bucket,
+                    ServerSideEncryptionConfiguration={
+                        "Rules": [{"ApplyServerSideEncryptionByDefault": rule}]
+                    },
+                )
         self._bucket_checked = True
 
     def _storage_error(self, exc: Exception, op: str) -> Exception:
         err = translate(exc, op)
         if isinstance(err, NotFoundError) and error_code(exc) == "NoSuchBucket":
-            return StorageError(f"bucket {self.bucket!r} does not exist",
-                                hint="create it or set provider_options.create_bucket: true")
+            return StorageError(
+                f"bucket {self.bucket!r} does not exist",
+                hint="create it or set provider_options.create_bucket: true",
+            )
         return err
 
 

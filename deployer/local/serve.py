@@ -1,0 +1,86 @@
+"""Serve a model file or directory in the foreground (what ``deployer serve`` runs).
+
+No packaging and no ledger: the release points straight at ``path``. The flavor library starts
+importing (and an sklearn model unpickling) in a background thread before anything else happens,
+then the supervisor binds the socket, forks the workers and runs until Ctrl-C / SIGTERM.
+
+Also runnable as ``python -m deployer.local.serve PATH [--flavor F] [--port N] [--workers N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from deployer.local.state import Desired, Paths, ReleaseSpec, write_desired
+from deployer.local.supervisor import Supervisor, setup_logging, start_preload
+
+
+def serve_path(
+    path: Path | str,
+    *,
+    flavor: str = "sklearn",
+    entrypoint: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    token: str | None = None,
+    name: str = "serve",
+    endpoint_dir: Path | str | None = None,
+) -> int:
+    """Serve ``path`` as release ``r0001`` until stopped; returns the exit code.
+
+    Blocks. ``endpoint_dir`` holds the runtime state (a temporary directory, removed at exit, when
+    not given). Raises nothing on purpose: a model that fails to load is logged and ``/ready``
+    answers 503.
+    """
+    spec = ReleaseSpec(path=str(Path(path).resolve()), flavor=flavor, entrypoint=entrypoint, replicas=workers)
+    desired = Desired(
+        endpoint=name,
+        version=1,
+        releases={"r0001": spec},
+        weights={"r0001": 100},
+        workers=workers,
+        host=host,
+        port=port,
+        token=token,
+    )
+    importer = start_preload(desired)
+    setup_logging()
+    temporary = endpoint_dir is None
+    root = Path(tempfile.mkdtemp(prefix="deployer-serve-")) if endpoint_dir is None else Path(endpoint_dir)
+    try:
+        write_desired(Paths(root), desired)
+        return Supervisor(root, importer=importer).run()
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployer.local.serve", description=__doc__)
+    parser.add_argument("path", help="model file or directory")
+    parser.add_argument("--flavor", default="sklearn", choices=["sklearn", "onnx", "python"])
+    parser.add_argument("--entrypoint", default=None, help="python flavor: module:Class")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--token", default=os.environ.get("DEPLOYER_LOCAL_TOKEN"))
+    args = parser.parse_args(argv)
+    return serve_path(
+        args.path,
+        flavor=args.flavor,
+        entrypoint=args.entrypoint,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        token=args.token,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

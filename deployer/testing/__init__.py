@@ -1,0 +1,18 @@
+"""The conformance kit every provider runs, plus fault-injection helpers.
+
+A provider's test module subclasses :class:`ProviderConformance` and supplies one fixture,
+``conformance_target``, returning a :class:`ConformanceTarget`::
+
+    from deployer.testing import ConformanceTarget, ProviderConformance
+
+    class TestLocal(ProviderConformance):
+        @pytest.fixture
+        def conformance_target(self, tmp_path, monkeypatch):
+            monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path))
+            return ConformanceTarget(target={"provider": "local"}, ledger_path=tmp_path / "ledger.db")
+"""
+
+from deployer.testing.conformance import ConformanceTarget, ProviderConformance, make_model
+from deployer.testing.harness import Crash, Harness, Recorder, crash_after
+
+__all__ = ["ConformanceTarget", "Crash", "Harness", "ProviderConformance", "Recorder", "crash_after", "make_model"]

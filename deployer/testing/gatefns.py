@@ -1,0 +1,13 @@
+"""Callable gates for the conformance kit (``deployer.testing.gatefns:always_pass``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def always_pass(ctx: Any) -> bool:
+    return True
+
+
+def always_fail(ctx: Any) -> bool:
+    return False

@@ -1,0 +1,167 @@
+"""Test harness: run the engine against any provider with call counting and fault injection.
+
+:class:`Harness` drives the same code path as ``deployer.apply`` (prepare, lock, engine) but wraps
+the provider in :class:`Recorder`, which counts every call and can inject faults, so a test can
+assert "an unchanged redeploy made no provider write and uploaded nothing".
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployer.engine import Engine, Outcome
+from deployer.errors import TransientError
+from deployer.events import Event
+from deployer.ledger import Ledger
+from deployer.records import ArtifactRef
+from deployer.spec import Autoscaling, Spec
+
+WRITES = frozenset({"deploy_release", "route", "scale", "retire_release", "destroy", "rollout_native"})
+
+
+class Crash(BaseException):
+    """Raised from ``on_event`` to simulate the deploying process dying right after a journaled step.
+
+    A BaseException, so the engine's error handling (which catches DeployerError) does not see it,
+    just as it would not see SIGKILL.
+    """
+
+
+class _CountingStore:
+    def __init__(self, inner: Any, recorder: Recorder) -> None:
+        self._inner = inner
+        self._rec = recorder
+
+    def find(self, digest: str) -> ArtifactRef | None:
+        self._rec.calls["store.find"] += 1
+        found: ArtifactRef | None = self._inner.find(digest)
+        return found
+
+    def put(self, path: Path, digest: str, on_progress: Any = None) -> ArtifactRef:
+        self._rec.calls["store.put"] += 1
+        self._rec.bytes_uploaded += Path(path).stat().st_size
+        ref: ArtifactRef = self._inner.put(path, digest, on_progress)
+        return ref
+
+    def get(self, ref: ArtifactRef, dest: Path) -> Path:
+        out: Path = self._inner.get(ref, dest)
+        return out
+
+    def delete(self, digest: str) -> None:
+        self._inner.delete(digest)
+
+
+class Recorder:
+    """Wraps a provider: counts calls; with ``fault_rate`` raises TransientError before some calls."""
+
+    def __init__(self, inner: Any, *, fault_rate: float = 0.0, seed: int = 7) -> None:
+        self._inner = inner
+        self.calls: Counter[str] = Counter()
+        self.bytes_uploaded = 0
+        self.fault_rate = fault_rate
+        self.faults = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._store = _CountingStore(inner.store(), self)
+
+    @property
+    def writes(self) -> int:
+        return sum(n for k, n in self.calls.items() if k in WRITES)
+
+    def store(self) -> _CountingStore:
+        return self._store
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            with self._lock:
+                self.calls[name] += 1
+                inject = self.fault_rate and name not in ("validate",) and self._rng.random() < self.fault_rate
+                if inject:
+                    self.faults += 1
+            if inject:
+                raise TransientError(f"injected fault in {name}", code="Injected")
+            return attr(*a, **kw)
+
+        return wrapped
+
+
+@dataclass
+class Harness:
+    """Deploy specs through the engine with a recorded provider and a private ledger."""
+
+    ledger_path: Path
+    fault_rate: float = 0.0
+    events: list[Event] = field(default_factory=list)
+    recorder: Recorder | None = None
+
+    def _recorded(self, spec: Spec) -> tuple[Any, Any]:
+        from deployer import api
+
+        prep = api.prepare(spec)
+        rec = Recorder(prep.provider, fault_rate=self.fault_rate)
+        self.recorder = rec
+        # the upload goes through the counting store so uploads are counted
+        upload = None
+        if prep.upload is not None and prep.packaged is not None:
+            packaged, store = prep.packaged, rec.store()
+
+            def upload() -> ArtifactRef:
+                return store.put(packaged.path, packaged.digest)
+        return prep, (rec, upload)
+
+    def deploy(self, spec: Spec, *, on_event: Any = None, timeout_s: float = 120.0) -> Outcome:
+        prep, (rec, upload) = self._recorded(spec)
+        ledger = Ledger(self.ledger_path)
+        try:
+            with ledger.lock(spec.name, "deploy"):
+                engine = Engine(rec, ledger, on_event=on_event or self.events.append, timeout_s=timeout_s)
+                return engine.deploy(spec, prep.candidate, upload)
+        finally:
+            ledger.close()
+
+    def engine_call(self, spec: Spec, fn: Any, purpose: str = "op") -> Outcome:
+        from deployer import api
+
+        rec = Recorder(api.make_provider(spec.target, spec.provider_options), fault_rate=self.fault_rate)
+        self.recorder = rec
+        ledger = Ledger(self.ledger_path)
+        try:
+            with ledger.lock(spec.name, purpose):
+                result: Outcome = fn(Engine(rec, ledger, on_event=self.events.append, timeout_s=120.0))
+                return result
+        finally:
+            ledger.close()
+
+    def rollback(self, spec: Spec, to: str | None = None) -> Outcome:
+        return self.engine_call(spec, lambda e: e.rollback(spec.name, to=to), "rollback")
+
+    def scale(self, spec: Spec, autoscaling: Autoscaling) -> Outcome:
+        return self.engine_call(spec, lambda e: e.scale(spec.name, autoscaling), "scale")
+
+    def destroy(self, spec: Spec) -> Outcome:
+        return self.engine_call(spec, lambda e: e.destroy(spec.name), "destroy")
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.ledger_path)
+
+
+def crash_after(n: int) -> Any:
+    """An ``on_event`` that raises :class:`Crash` at the n-th step event (1-based)."""
+    seen = {"n": 0}
+
+    def hook(event: Event) -> None:
+        if event.kind in ("step.started", "step.done"):
+            seen["n"] += 1
+            if seen["n"] == n:
+                raise Crash(f"crash after event {n}: {event.kind} {getattr(event, 'step', '')}")
+
+    return hook

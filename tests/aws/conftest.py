@@ -1,0 +1,90 @@
+"""Fixtures for the aws provider: moto in-process with tests/aws/fakes.py, dummy credentials,
+zero botocore backoff, and a recorder of every operation the provider's own clients send
+(checked against deployer_aws.permissions() by test_iam.py, which runs last)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.retries.standard
+import pytest
+from deployer_aws.provider import AwsProvider
+from moto import mock_aws
+
+from deployer.records import ArtifactRef
+
+from . import fakes
+from .helpers import BUCKET, REGION, make_provider
+
+RECORDED: set[str] = set()
+"""'service:Operation' sent by clients the provider created (user agent 'mldeployer-aws')."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the IAM coverage check must see every other test's calls
+    items.sort(key=lambda it: "test_iam.py" in str(it.fspath))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_operations() -> Iterator[None]:
+    orig = boto3.session.Session.client
+
+    def client(self: Any, *args: Any, **kwargs: Any) -> Any:
+        c = orig(self, *args, **kwargs)
+        cfg = kwargs.get("config")
+        if cfg is not None and "mldeployer-aws" in (cfg.user_agent_extra or ""):
+
+            def record(model: Any, **_: Any) -> None:
+                RECORDED.add(f"{model.service_model.service_name}:{model.name}")
+
+            c.meta.events.register("before-call.*.*", record)
+        return c
+
+    boto3.session.Session.client = client  # type: ignore[method-assign]
+    yield
+    boto3.session.Session.client = orig  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0)
+
+
+@pytest.fixture
+def sagemaker_fake() -> Iterator[fakes.SageMakerFake]:
+    fakes.install()
+    fakes.FAKE.reset()
+    yield fakes.FAKE
+    fakes.FAKE.reset()
+
+
+@pytest.fixture
+def aws(sagemaker_fake: fakes.SageMakerFake) -> Iterator[None]:
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        yield
+
+
+@pytest.fixture
+def provider(aws: None, tmp_path: Path) -> AwsProvider:
+    return make_provider(tmp_path)
+
+
+@pytest.fixture
+def artifact(provider: AwsProvider, tmp_path: Path) -> ArtifactRef:
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(b"pretend this is a packaged sklearn model" * 100)
+    return provider.store().put(path, hashlib.sha256(path.read_bytes()).hexdigest())

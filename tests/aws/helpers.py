@@ -1,0 +1,55 @@
+"""Helpers shared by the aws tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+from deployer_aws.options import AwsOptions
+from deployer_aws.provider import AwsProvider
+
+from deployer.protocols import ProviderContext
+from deployer.records import ArtifactRef, Operation, OperationStatus, Release
+from deployer.spec import Target
+
+REGION = "us-east-1"
+BUCKET = "deployer-models"
+ROLE = "arn:aws:iam::123456789012:role/sagemaker-exec"
+
+
+def make_provider(tmp_path: Path, **options: Any) -> AwsProvider:
+    opts = AwsOptions(**{"bucket": BUCKET, "role_arn": ROLE, **options})
+    ctx = ProviderContext(target=Target(provider="aws", region=REGION), options=opts, home=tmp_path)
+    return AwsProvider(ctx)
+
+
+def release(rid: str, artifact: ArtifactRef, endpoint: str = "churn", **kw: Any) -> Release:
+    return Release(id=rid, endpoint=endpoint, fingerprint=f"fp-{rid}", artifact=artifact, **kw)
+
+
+def wait(provider: AwsProvider, op: Operation, limit: int = 20) -> OperationStatus:
+    """What the core's wait loop does, without sleeping."""
+    status = provider.poll(op)
+    for _ in range(limit):
+        if status.terminal:
+            return status
+        status = provider.poll(op)
+    return status
+
+
+class Raw:
+    """A raw HTTP body for AWSResponse."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+def raw_error(url: str, status: int, code: str, message: str = "injected") -> AWSResponse:
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return AWSResponse(url, status, {"Content-Type": "application/x-amz-json-1.1"}, Raw(body))
