@@ -303,6 +303,81 @@ def destroy(name: str, state: str | None, as_json: bool) -> None:
     run(as_json, body)
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--max-error-rate", type=float, default=None, help="Fail when errors/requests exceeds this.")
+@click.option("--max-p99-ms", type=float, default=None, help="Fail when p99 latency exceeds this many ms.")
+@click.option("--window", default="10m", show_default=True, help="How far back to judge: 30s, 10m, 1h.")
+@click.option("--min-samples", type=int, default=20, show_default=True, help="Requests needed to judge a metric.")
+@click.option("--gates-from", type=click.Path(), default=None, help="Also evaluate the gates of this spec file.")
+@click.option("--notify", "notify_url", default=None, help="Slack-compatible webhook called on rollback.")
+@state_opt
+@json_opt
+def guard(name: str, max_error_rate: float | None, max_p99_ms: float | None, window: str, min_samples: int,
+          gates_from: str | None, notify_url: str | None, state: str | None, as_json: bool) -> None:
+    """Judge the live release over a window; roll back if unhealthy (for cron and CI schedules).
+
+    Exit codes: 0 healthy, 10 rolled back, 11 unhealthy with nothing to roll back to,
+    12 inconclusive (too little traffic), 6 another operation holds the lock.
+    """
+
+    def body(r: Renderer) -> int:
+        from deployer.guard import guard as run_guard
+
+        rep = run_guard(name, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms, window=window,
+                        min_samples=min_samples, gates_from=gates_from, notify_url=notify_url, state=state,
+                        on_event=r)
+
+        def human() -> None:
+            r.console.print(f"{name}: {rep.outcome} (release {rep.release})"
+                            + (f" -> {rep.rolled_back_to}" if rep.rolled_back_to else "")
+                            + (f": {rep.reason}" if rep.reason else ""))
+
+        r.result(rep.to_dict(), human)
+        return rep.exit_code
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path())
+@env_opt
+@click.option("--port", type=int, default=None, help="Port (default: the spec's provider_options.port or 8080).")
+def serve(spec: str, env: str | None, port: int | None) -> None:
+    """Serve SPEC's model on this machine in the foreground until Ctrl-C (no ledger, no packaging)."""
+
+    def body(r: Renderer) -> int:
+        from pathlib import Path
+
+        from deployer import config
+        from deployer.errors import CapabilityError
+
+        data = config.resolve(config.read_yaml(Path(spec)), env_name=env, base_dir=Path(spec).parent.resolve())
+        model = data.get("model") or {}
+        flavor = model.get("flavor", "sklearn") if isinstance(model, dict) else "sklearn"
+        if isinstance(model, dict) and model.get("path") and flavor in ("sklearn", "onnx"):
+            import threading
+
+            from deployer.serving.loader import preload_model
+
+            # import the model library while the spec is validated
+            threading.Thread(target=preload_model, args=(model["path"], flavor), daemon=True).start()
+        s = config.validate(data)
+        if s.target.provider != "local":
+            raise CapabilityError(f"serve runs models on this machine; {spec} targets {s.target.provider!r}",
+                                  hint="use `deployer deploy` for cloud targets")
+        if s.model.path is None:
+            raise CapabilityError("serve needs model.path", hint="set model.path to a model file or directory")
+        from deployer.local.serve import serve_path
+
+        opts = s.provider_options
+        return serve_path(s.model.path, flavor=s.model.flavor, entrypoint=s.model.entrypoint,
+                          host=opts.get("host", "127.0.0.1"), port=port or opts.get("port") or 8080,
+                          workers=s.resources.replicas, token=opts.get("token"), name=s.name)
+
+    run(False, body)
+
+
 @cli.command("iam-policy")
 @click.argument("provider")
 def iam_policy(provider: str) -> None:

@@ -76,7 +76,9 @@ class Engine:
         on_event: EventFn | None = None,
         clock: Clock | None = None,
         timeout_s: float = 1800.0,
+        notify_url: str | None = None,
     ) -> None:
+        self.notify_url = notify_url
         self.provider = provider
         self.ledger = ledger
         self.on_event: EventFn = on_event or ignore
@@ -88,6 +90,13 @@ class Engine:
 
     def emit(self, event: Event) -> None:
         self.on_event(event)
+        if self.notify_url and event.kind in ("rolled_back", "promoted"):
+            from deployer.notify import notify
+
+            sent = notify(self.notify_url, event)
+            self.ledger.journal(event.endpoint, getattr(event, "release", None) or getattr(event, "to_release", None),
+                                "notify", "done" if sent else "failed",
+                                detail={"event": event.kind, "error": getattr(sent, "error", None)})
 
     def call(self, fn: Callable[[], T]) -> T:
         return retry.call(fn, sleep=self.clock.sleep)
@@ -160,6 +169,7 @@ class Engine:
         from deployer.plan import make_plan
 
         endpoint = spec.name
+        self.notify_url = self.notify_url or spec.notify_webhook
         observed = self.call(lambda: self.provider.observe(endpoint))
         head = self.head(endpoint)
         plan = make_plan(spec, candidate, observed, head, artifact_present=upload is None)

@@ -236,6 +236,9 @@ class Spec(_Model):
     gates: list[Gate] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
     state: StateBackend = Field(default_factory=StateBackend)
+    notify_webhook: str | None = Field(
+        None, pattern=r"^https?://", description="Slack-compatible webhook called on rollback and promotion."
+    )
     provider_options: dict[str, Any] = Field(
         default_factory=dict, description="The provider's own typed options (see each provider's Options model)."
     )

@@ -88,3 +88,28 @@ def artifact(provider: AwsProvider, tmp_path: Path) -> ArtifactRef:
     path = tmp_path / "model.tar.gz"
     path.write_bytes(b"pretend this is a packaged sklearn model" * 100)
     return provider.store().put(path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto over real HTTP on loopback (same process, so tests/aws/fakes.py applies)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def server_provider(moto_server: str, sagemaker_fake: fakes.SageMakerFake, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> AwsProvider:
+    """A provider talking HTTP to moto. Faults injected in ``before-send`` then never reach moto,
+    as with a real throttled request (in-process moto would still execute the call)."""
+    import requests
+
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    boto3.client("s3", region_name=REGION, endpoint_url=moto_server).create_bucket(Bucket=BUCKET)
+    return make_provider(tmp_path)

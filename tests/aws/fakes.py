@@ -12,6 +12,9 @@ Following the API reference (UpdateEndpoint, DescribeEndpoint, CreateModel/...):
   for instance counts, and in ``rollback`` mode ends InService on the *old* config with a
   FailureReason, as SageMaker does when new instances fail or an auto-rollback alarm fires.
 * UpdateEndpointWeightsAndCapacities keeps instance counts that the request leaves out.
+
+CloudWatch: moto's GetMetricData answers percentile statistics (``p99``) with null; CloudWatch
+computes them. Here ``pNN`` is the nearest-rank percentile of the raw values put in the period.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+import re
+
+from moto.cloudwatch.models import Statistics
 from moto.core.responses import ActionResult
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
@@ -195,6 +202,17 @@ def _resp_update_endpoint(self: Any) -> ActionResult:
     return ActionResult({"EndpointArn": arn})
 
 
+def _statistic(self: Any, stat: str) -> Any:
+    m = re.fullmatch(r"p(\d+(?:\.\d+)?)", stat)
+    if m is None:
+        return _orig["get_statistics_for_type"](self, stat)
+    values = sorted(float(v) for v in self.metric_single_values_list)
+    if not values:
+        return None
+    rank = max(1, math.ceil(float(m.group(1)) / 100.0 * len(values)))
+    return values[rank - 1]
+
+
 _orig: dict[str, Any] = {}
 _PATCHES = {
     "create_model": _create_model,
@@ -215,6 +233,8 @@ def install() -> None:
         setattr(SageMakerModelBackend, name, fn)
     _orig["resp_update_endpoint"] = getattr(SageMakerResponse, "update_endpoint", None)
     SageMakerResponse.update_endpoint = _resp_update_endpoint  # type: ignore[attr-defined]
+    _orig["get_statistics_for_type"] = Statistics.get_statistics_for_type
+    Statistics.get_statistics_for_type = _statistic  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -227,4 +247,5 @@ def uninstall() -> None:
         SageMakerResponse.update_endpoint = _orig["resp_update_endpoint"]
     else:
         del SageMakerResponse.update_endpoint
+    Statistics.get_statistics_for_type = _orig["get_statistics_for_type"]  # type: ignore[method-assign]
     _orig.clear()

@@ -51,5 +51,12 @@ class Raw:
 
 
 def raw_error(url: str, status: int, code: str, message: str = "injected") -> AWSResponse:
+    """A JSON-protocol error (SageMaker, Application Auto Scaling, CloudWatch)."""
     body = json.dumps({"__type": code, "message": message}).encode()
     return AWSResponse(url, status, {"Content-Type": "application/x-amz-json-1.1"}, Raw(body))
+
+
+def s3_slow_down(url: str) -> AWSResponse:
+    """What S3 sends when it throttles: 503 SlowDown (HEAD responses carry no body)."""
+    body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+    return AWSResponse(url, 503, {"Content-Type": "application/xml"}, Raw(body))

@@ -115,3 +115,24 @@ def test_delete_is_idempotent(provider: AwsProvider, tmp_path: Path) -> None:
     provider.store().delete(digest)
     provider.store().delete(digest)
     assert provider.store().find(digest) is None
+
+
+def test_failed_multipart_upload_is_aborted(aws: None, tmp_path: Path) -> None:
+    from botocore.exceptions import ClientError
+
+    from deployer.errors import AuthError
+
+    provider = make_provider(tmp_path, upload_chunk_mb=5, upload_concurrency=2)
+    path, digest = blob(tmp_path, 11 * 1024 * 1024)
+    store = provider.store()
+    sent: list[str] = []
+    store._s3.meta.events.register("before-call.s3.*", lambda model, **_: sent.append(model.name))
+
+    def deny(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "UploadPart")
+
+    store._s3.meta.events.register("before-call.s3.UploadPart", deny)
+    with pytest.raises(AuthError):
+        store.put(path, digest)
+    assert "AbortMultipartUpload" in sent
+    assert store.find(digest) is None

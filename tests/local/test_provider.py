@@ -125,7 +125,6 @@ def test_scale_workers_1_3_1(provider: LocalProvider, model_dirs: dict[str, Path
 def test_traffic_changes_under_load_drop_nothing(provider: LocalProvider, model_dirs: dict[str, Path]) -> None:
     r1 = release_for(provider, model_dirs["a"], "r0001")
     r2 = release_for(provider, model_dirs["b"], "r0002")
-    r1.resources.__class__  # noqa: B018
     assert wait(provider, provider.deploy_release(r1, Traffic.all_to("r0001"))).state == "succeeded"
     assert wait(provider, provider.scale("churn", "r0001", Autoscaling(min=2, max=2))).state == "succeeded"
     port = int(provider.observe("churn").meta["port"])  # type: ignore[union-attr]

@@ -1,0 +1,41 @@
+"""`import deployer` and `deployer --help` load no cloud SDK (and stay cheap)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CLOUD = ("boto3", "botocore", "google.cloud", "azure", "sagemaker", "deployer_aws")
+
+PROBE = """
+import sys
+{setup}
+bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'boto3','botocore','sagemaker','azure','deployer_aws'}}
+             or m.startswith('google.cloud'))
+print('LOADED:' + ','.join(bad))
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "import deployer",
+        "import deployer, deployer.api, deployer.engine, deployer.ledger, deployer.plan",
+        "from deployer.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass",
+        "from deployer.cli import cli\ntry:\n    cli(['deploy', '--help'])\nexcept SystemExit:\n    pass",
+    ],
+)
+def test_no_cloud_sdk_imported(setup: str) -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "LOADED:", out.stdout
+
+
+@pytest.mark.timeout(60)
+def test_help_does_not_import_heavy_modules() -> None:
+    code = "import sys\nfrom deployer.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n" \
+           "print('LOADED:' + ','.join(m for m in ('pydantic','rich','numpy','sklearn','yaml','httpx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "LOADED:", out.stdout
