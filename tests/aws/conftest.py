@@ -103,8 +103,9 @@ def moto_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def server_provider(moto_server: str, sagemaker_fake: fakes.SageMakerFake, tmp_path: Path,
-                    monkeypatch: pytest.MonkeyPatch) -> AwsProvider:
+def server_provider(
+    moto_server: str, sagemaker_fake: fakes.SageMakerFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AwsProvider:
     """A provider talking HTTP to moto. Faults injected in ``before-send`` then never reach moto,
     as with a real throttled request (in-process moto would still execute the call)."""
     import requests

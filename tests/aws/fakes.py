@@ -20,11 +20,10 @@ computes them. Here ``pNN`` is the nearest-rank percentile of the raw values put
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any
-
 import math
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 from moto.cloudwatch.models import Statistics
 from moto.core.responses import ActionResult
@@ -103,9 +102,7 @@ def _update_endpoint(
     if ep.endpoint_status != "InService":
         raise ValidationError(message=f'Cannot update in-progress endpoint "{ep.arn}".')
     if deployment_config and "BlueGreenUpdatePolicy" in deployment_config and retain:
-        raise ValidationError(
-            message="RetainAllVariantProperties is not supported with a blue/green deployment."
-        )
+        raise ValidationError(message="RetainAllVariantProperties is not supported with a blue/green deployment.")
     FAKE.updates.append(
         {
             "endpoint": endpoint_name,
@@ -171,9 +168,7 @@ def _describe_endpoint(self: Any, endpoint_name: str) -> dict[str, Any]:
     return out
 
 
-def _update_weights(
-    self: Any, endpoint_name: str, desired_weights_and_capacities: list[dict[str, Any]]
-) -> str:
+def _update_weights(self: Any, endpoint_name: str, desired_weights_and_capacities: list[dict[str, Any]]) -> str:
     ep = self.endpoints.get(endpoint_name)
     if ep is not None and ep.endpoint_status != "InService":
         raise ValidationError(message=f'Cannot update in-progress endpoint "{ep.arn}".')

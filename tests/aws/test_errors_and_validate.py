@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+from deployer_aws.errors import translate
 
 from deployer.errors import (
     AuthError,
@@ -19,7 +20,6 @@ from deployer.errors import (
     TransientError,
 )
 from deployer.spec import Spec
-from deployer_aws.errors import translate
 
 from .helpers import REGION, ROLE, make_provider
 
@@ -30,28 +30,31 @@ def client_error(code: str, op: str, status: int = 400) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, op)
 
 
-@pytest.mark.parametrize(("code", "op", "status", "expected"), [
-    ("ThrottlingException", "CreateModel", 400, TransientError),
-    ("Throttling", "DescribeAlarms", 400, TransientError),
-    ("TooManyRequestsException", "InvokeEndpoint", 429, TransientError),
-    ("SlowDown", "PutObject", 503, TransientError),
-    ("InternalFailure", "DescribeEndpoint", 500, TransientError),
-    ("503", "HeadObject", 503, TransientError),
-    ("AccessDeniedException", "CreateEndpoint", 400, AuthError),
-    ("AccessDenied", "PutObject", 403, AuthError),
-    ("ExpiredTokenException", "DescribeEndpoint", 400, AuthError),
-    ("UnrecognizedClientException", "DescribeEndpoint", 400, AuthError),
-    ("403", "HeadObject", 403, AuthError),
-    ("ResourceLimitExceeded", "CreateEndpoint", 400, QuotaError),
-    ("ValidationException", "DescribeEndpoint", 400, NotFoundError),
-    ("ValidationException", "DescribeModel", 400, NotFoundError),
-    ("ValidationException", "CreateEndpointConfig", 400, ProviderError),
-    ("ValidationException", "UpdateEndpoint", 400, ProviderError),
-    ("ObjectNotFoundException", "DeregisterScalableTarget", 400, NotFoundError),
-    ("NoSuchKey", "GetObject", 404, NotFoundError),
-    ("ResourceInUse", "DeleteEndpointConfig", 400, ConflictError),
-    ("ConcurrentUpdateException", "PutScalingPolicy", 400, TransientError),
-])
+@pytest.mark.parametrize(
+    ("code", "op", "status", "expected"),
+    [
+        ("ThrottlingException", "CreateModel", 400, TransientError),
+        ("Throttling", "DescribeAlarms", 400, TransientError),
+        ("TooManyRequestsException", "InvokeEndpoint", 429, TransientError),
+        ("SlowDown", "PutObject", 503, TransientError),
+        ("InternalFailure", "DescribeEndpoint", 500, TransientError),
+        ("503", "HeadObject", 503, TransientError),
+        ("AccessDeniedException", "CreateEndpoint", 400, AuthError),
+        ("AccessDenied", "PutObject", 403, AuthError),
+        ("ExpiredTokenException", "DescribeEndpoint", 400, AuthError),
+        ("UnrecognizedClientException", "DescribeEndpoint", 400, AuthError),
+        ("403", "HeadObject", 403, AuthError),
+        ("ResourceLimitExceeded", "CreateEndpoint", 400, QuotaError),
+        ("ValidationException", "DescribeEndpoint", 400, NotFoundError),
+        ("ValidationException", "DescribeModel", 400, NotFoundError),
+        ("ValidationException", "CreateEndpointConfig", 400, ProviderError),
+        ("ValidationException", "UpdateEndpoint", 400, ProviderError),
+        ("ObjectNotFoundException", "DeregisterScalableTarget", 400, NotFoundError),
+        ("NoSuchKey", "GetObject", 404, NotFoundError),
+        ("ResourceInUse", "DeleteEndpointConfig", 400, ConflictError),
+        ("ConcurrentUpdateException", "PutScalingPolicy", 400, TransientError),
+    ],
+)
 def test_translation_table(code: str, op: str, status: int, expected: type[Exception]) -> None:
     exc = client_error(code, op, status)
     err = translate(exc)
@@ -79,7 +82,9 @@ def test_errors_are_raised_from_the_original(provider: Any) -> None:
 
 def spec(**kw: Any) -> Spec:
     body: dict[str, Any] = {
-        "name": "churn", "target": {"provider": "aws", "region": REGION}, "model": {"path": "m.joblib"},
+        "name": "churn",
+        "target": {"provider": "aws", "region": REGION},
+        "model": {"path": "m.joblib"},
         "resources": {"instance_type": "ml.m5.large"},
         "provider_options": {"bucket": "models-bucket", "role_arn": ROLE},
     }
@@ -95,21 +100,26 @@ def test_validate_accepts_a_good_spec(tmp_path: Path) -> None:
     make_provider(tmp_path).validate(spec())
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"provider_options": {"bucket": None}}, "provider_options.bucket"),
-    ({"provider_options": {"role_arn": None}}, "provider_options.role_arn"),
-    ({"provider_options": {"surprise": 1}}, "provider_options.surprise"),
-    ({"provider_options": {"kms_key_id": "k"}}, "provider_options"),
-    ({"target": {"region": None}}, "target.region"),
-    ({"resources": {"instance_type": "m5.large"}}, "resources.instance_type"),
-    ({"provider_options": {"network_isolation": True}}, "provider_options.network_isolation"),
-    ({"model": {"path": "m.onnx", "flavor": "onnx"}}, "provider_options.image"),
-    ({"provider_options": {"serverless": {"memory_mb": 2048}}}, "resources.instance_type"),
-    ({"tags": {"aws:team": "x"}}, "tags"),
-    ({"strategy": {"type": "canary", "native": True, "steps": [{"weight": 5}, {"weight": 50}, {"weight": 100}]}},
-     "strategy.steps"),
-    ({"strategy": {"type": "linear", "native": True, "interval_s": 7200}}, "strategy"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"provider_options": {"bucket": None}}, "provider_options.bucket"),
+        ({"provider_options": {"role_arn": None}}, "provider_options.role_arn"),
+        ({"provider_options": {"surprise": 1}}, "provider_options.surprise"),
+        ({"provider_options": {"kms_key_id": "k"}}, "provider_options"),
+        ({"target": {"region": None}}, "target.region"),
+        ({"resources": {"instance_type": "m5.large"}}, "resources.instance_type"),
+        ({"provider_options": {"network_isolation": True}}, "provider_options.network_isolation"),
+        ({"model": {"path": "m.onnx", "flavor": "onnx"}}, "provider_options.image"),
+        ({"provider_options": {"serverless": {"memory_mb": 2048}}}, "resources.instance_type"),
+        ({"tags": {"aws:team": "x"}}, "tags"),
+        (
+            {"strategy": {"type": "canary", "native": True, "steps": [{"weight": 5}, {"weight": 50}, {"weight": 100}]}},
+            "strategy.steps",
+        ),
+        ({"strategy": {"type": "linear", "native": True, "interval_s": 7200}}, "strategy"),
+    ],
+)
 def test_validate_rejects(tmp_path: Path, changes: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as info:
         make_provider(tmp_path).validate(spec(**changes))
@@ -119,8 +129,11 @@ def test_validate_rejects(tmp_path: Path, changes: dict[str, Any], field: str) -
 def test_validate_capabilities(tmp_path: Path) -> None:
     with pytest.raises(CapabilityError):
         make_provider(tmp_path).validate(spec(autoscaling={"min": 0, "max": 2, "scale_to_zero": True}))
-    serverless = spec(resources={"instance_type": None}, provider_options={"serverless": {"memory_mb": 2048}},
-                      autoscaling={"min": 1, "max": 2})
+    serverless = spec(
+        resources={"instance_type": None},
+        provider_options={"serverless": {"memory_mb": 2048}},
+        autoscaling={"min": 1, "max": 2},
+    )
     with pytest.raises(CapabilityError):
         make_provider(tmp_path).validate(serverless)
     provider = make_provider(tmp_path, serverless={"memory_mb": 2048})

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import deployer_aws
+import pytest
 from deployer_aws.iam import OPERATIONS, actions
 
 from .conftest import RECORDED

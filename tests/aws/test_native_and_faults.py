@@ -11,11 +11,11 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer_aws.provider import AwsProvider
 
 from deployer.errors import TransientError
 from deployer.records import ArtifactRef, Traffic
 from deployer.spec import Spec
-from deployer_aws.provider import AwsProvider
 
 from .helpers import REGION, raw_error, release, s3_slow_down, wait
 
@@ -23,33 +23,47 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def spec(**strategy: Any) -> Spec:
-    return Spec.model_validate({
-        "name": "churn", "target": {"provider": "aws", "region": REGION}, "model": {"path": "m.joblib"},
-        "strategy": {"native": True, **strategy},
-        "gates": [{"type": "metric", "metric": "error_rate", "max": 0.02},
-                  {"type": "metric", "metric": "p99_ms", "max": 250}],
-    })
+    return Spec.model_validate(
+        {
+            "name": "churn",
+            "target": {"provider": "aws", "region": REGION},
+            "model": {"path": "m.joblib"},
+            "strategy": {"native": True, **strategy},
+            "gates": [
+                {"type": "metric", "metric": "error_rate", "max": 0.02},
+                {"type": "metric", "metric": "p99_ms", "max": 250},
+            ],
+        }
+    )
 
 
 def deploy(provider: AwsProvider, rid: str, artifact: ArtifactRef, traffic: Traffic | None = None) -> None:
     assert wait(provider, provider.deploy_release(release(rid, artifact), traffic or Traffic())).state == "succeeded"
 
 
-def test_native_canary_sends_blue_green_policy_with_alarms(provider: AwsProvider, artifact: ArtifactRef,
-                                                          sagemaker_fake: Any) -> None:
+def test_native_canary_sends_blue_green_policy_with_alarms(
+    provider: AwsProvider, artifact: ArtifactRef, sagemaker_fake: Any
+) -> None:
     deploy(provider, "r0001", artifact)
     s = spec(type="canary", steps=[{"weight": 10, "bake_s": 300}, {"weight": 100}])
-    provider.validate(s.model_copy(update={"provider_options": {"bucket": "b-1", "role_arn": provider.options.role_arn}}))
+    provider.validate(
+        s.model_copy(update={"provider_options": {"bucket": "b-1", "role_arn": provider.options.role_arn}})
+    )
     op = provider.rollout_native(release("r0002", artifact), "r0001", s)
     assert op.kind == "native_rollout"
     dc = sagemaker_fake.updates[-1]["deployment"]
     routing = dc["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
-    assert routing == {"Type": "CANARY", "WaitIntervalInSeconds": 300,
-                       "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}}
+    assert routing == {
+        "Type": "CANARY",
+        "WaitIntervalInSeconds": 300,
+        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+    }
     alarms = [a["AlarmName"] for a in dc["AutoRollbackConfiguration"]["Alarms"]]
     assert alarms == ["deployer-churn-r0002-error-rate", "deployer-churn-r0002-p99"]
     cw = boto3.client("cloudwatch", region_name=REGION)
-    assert {a["AlarmName"] for a in cw.describe_alarms(AlarmNamePrefix="deployer-churn-")["MetricAlarms"]} == set(alarms)
+    assert {a["AlarmName"] for a in cw.describe_alarms(AlarmNamePrefix="deployer-churn-")["MetricAlarms"]} == set(
+        alarms
+    )
     assert wait(provider, op).state == "succeeded"
     ep = boto3.client("sagemaker", region_name=REGION).describe_endpoint(EndpointName="churn")
     assert [v["VariantName"] for v in ep["ProductionVariants"]] == ["r0002"]
@@ -63,8 +77,11 @@ def test_native_linear_policy(provider: AwsProvider, artifact: ArtifactRef, sage
     deploy(provider, "r0001", artifact)
     provider.rollout_native(release("r0002", artifact), "r0001", spec(type="linear", step_percent=25, interval_s=120))
     routing = sagemaker_fake.updates[-1]["deployment"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
-    assert routing == {"Type": "LINEAR", "WaitIntervalInSeconds": 120,
-                       "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25}}
+    assert routing == {
+        "Type": "LINEAR",
+        "WaitIntervalInSeconds": 120,
+        "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+    }
 
 
 def test_silent_rollback_is_reported_failed(provider: AwsProvider, artifact: ArtifactRef, sagemaker_fake: Any) -> None:
@@ -79,8 +96,9 @@ def test_silent_rollback_is_reported_failed(provider: AwsProvider, artifact: Art
     assert [v["VariantName"] for v in ep["ProductionVariants"]] == ["r0001"]
 
 
-def test_silent_rollback_of_a_plain_update_is_failed_too(provider: AwsProvider, artifact: ArtifactRef,
-                                                         sagemaker_fake: Any) -> None:
+def test_silent_rollback_of_a_plain_update_is_failed_too(
+    provider: AwsProvider, artifact: ArtifactRef, sagemaker_fake: Any
+) -> None:
     deploy(provider, "r0001", artifact)
     sagemaker_fake.rollback_reason = "Failed to launch instances for production variant r0002."
     status = wait(provider, provider.deploy_release(release("r0002", artifact), Traffic.all_to("r0001")))
@@ -133,20 +151,35 @@ def test_metrics_from_cloudwatch_in_one_call(provider: AwsProvider) -> None:
     dims = [{"Name": "EndpointName", "Value": "churn"}, {"Name": "VariantName", "Value": "r0002"}]
 
     def put(name: str, values: list[float], unit: str = "Count") -> None:
-        cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[
-            {"MetricName": name, "Dimensions": dims, "Timestamp": now - dt.timedelta(seconds=30), "Value": v,
-             "Unit": unit} for v in values])
+        cw.put_metric_data(
+            Namespace="AWS/SageMaker",
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": dims,
+                    "Timestamp": now - dt.timedelta(seconds=30),
+                    "Value": v,
+                    "Unit": unit,
+                }
+                for v in values
+            ],
+        )
 
     put("Invocations", [40, 60])
     put("Invocation5XXErrors", [2])
     put("Invocation4XXErrors", [3])
     put("ModelLatency", [100_000.0, 120_000.0, 250_000.0], "Microseconds")
-    cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[
-        {"MetricName": "Drift", "Dimensions": dims, "Timestamp": now - dt.timedelta(seconds=30), "Value": 0.25}])
+    cw.put_metric_data(
+        Namespace="AWS/SageMaker",
+        MetricData=[
+            {"MetricName": "Drift", "Dimensions": dims, "Timestamp": now - dt.timedelta(seconds=30), "Value": 0.25}
+        ],
+    )
     provider.options = provider.options.model_copy(update={"custom_metrics": ["Drift"]})
     calls: list[str] = []
-    provider._clients.client("cloudwatch").meta.events.register("before-call.*.*",
-                                                                 lambda model, **_: calls.append(model.name))
+    provider._clients.client("cloudwatch").meta.events.register(
+        "before-call.*.*", lambda model, **_: calls.append(model.name)
+    )
     m = provider.metrics("churn", "r0002", 300)
     assert calls == ["GetMetricData"]
     assert (m.requests, m.errors) == (100, 2)
@@ -160,7 +193,8 @@ def test_invoke_targets_a_variant(provider: AwsProvider, artifact: ArtifactRef) 
     deploy(provider, "r0001", artifact)
     sent: list[dict[str, Any]] = []
     provider._clients.client("sagemaker-runtime").meta.events.register(
-        "before-call.sagemaker-runtime.InvokeEndpoint", lambda params, **_: sent.append(params))
+        "before-call.sagemaker-runtime.InvokeEndpoint", lambda params, **_: sent.append(params)
+    )
     resp = provider.invoke("churn", {"instances": [[1, 2]]}, release="r0001")
     assert resp.status == 200 and resp.body is not None
     assert sent[0]["headers"].get("X-Amzn-SageMaker-Target-Variant") == "r0001"

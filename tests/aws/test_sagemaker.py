@@ -6,11 +6,11 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer_aws.provider import AwsProvider
 
 from deployer.errors import ConflictError, NotFoundError
 from deployer.records import ArtifactRef, Traffic
 from deployer.spec import Autoscaling
-from deployer_aws.provider import AwsProvider
 
 from .helpers import REGION, release, wait
 
@@ -59,8 +59,9 @@ def test_second_release_at_zero_then_route_half(provider: AwsProvider, artifact:
 
     op = provider.route("churn", Traffic(weights={"r0001": 50, "r0002": 50}))
     assert wait(provider, op).state == "succeeded"
-    weights = {v["VariantName"]: v["CurrentWeight"] for v in sm().describe_endpoint(EndpointName="churn")[
-        "ProductionVariants"]}
+    weights = {
+        v["VariantName"]: v["CurrentWeight"] for v in sm().describe_endpoint(EndpointName="churn")["ProductionVariants"]
+    }
     assert weights == {"r0001": 50.0, "r0002": 50.0}
     assert provider.route("churn", Traffic(weights={"r0001": 50, "r0002": 50})).done  # no-op
 
@@ -78,8 +79,9 @@ def test_busy_endpoint_is_a_conflict(provider: AwsProvider, artifact: ArtifactRe
         provider.route("churn", Traffic.all_to("r0001"))
 
 
-def test_redeploy_while_updating_returns_the_pending_update(provider: AwsProvider, artifact: ArtifactRef,
-                                                            sagemaker_fake: Any) -> None:
+def test_redeploy_while_updating_returns_the_pending_update(
+    provider: AwsProvider, artifact: ArtifactRef, sagemaker_fake: Any
+) -> None:
     deploy(provider, "r0001", artifact)
     sagemaker_fake.polls = 3
     first = provider.deploy_release(release("r0002", artifact), Traffic.all_to("r0001"))
@@ -96,7 +98,8 @@ def test_scale_registers_target_and_policy(provider: AwsProvider, artifact: Arti
     aas = boto3.client("application-autoscaling", region_name=REGION)
     targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [
-        ("endpoint/churn/variant/r0001", 2, 6)]
+        ("endpoint/churn/variant/r0001", 2, 6)
+    ]
     assert targets[0]["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
     policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
     cfg = policies[0]["TargetTrackingScalingPolicyConfiguration"]
@@ -110,16 +113,19 @@ def test_scale_registers_target_and_policy(provider: AwsProvider, artifact: Arti
 
 def test_scale_custom_metric(provider: AwsProvider, artifact: ArtifactRef) -> None:
     deploy(provider, "r0001", artifact)
-    provider.scale("churn", "r0001", Autoscaling(min=1, max=3, target_metric="custom", custom_metric="QueueDepth",
-                                                 target_value=10))
+    provider.scale(
+        "churn", "r0001", Autoscaling(min=1, max=3, target_metric="custom", custom_metric="QueueDepth", target_value=10)
+    )
     aas = boto3.client("application-autoscaling", region_name=REGION)
     cfg = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"][0][
-        "TargetTrackingScalingPolicyConfiguration"]
+        "TargetTrackingScalingPolicyConfiguration"
+    ]
     assert cfg["CustomizedMetricSpecification"]["MetricName"] == "QueueDepth"
 
 
-def test_retire_removes_variant_and_deregisters(provider: AwsProvider, artifact: ArtifactRef,
-                                                 sagemaker_fake: Any) -> None:
+def test_retire_removes_variant_and_deregisters(
+    provider: AwsProvider, artifact: ArtifactRef, sagemaker_fake: Any
+) -> None:
     deploy(provider, "r0001", artifact)
     deploy(provider, "r0002", artifact, Traffic.all_to("r0001"))
     provider.scale("churn", "r0002", Autoscaling(min=1, max=4))

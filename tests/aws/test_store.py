@@ -8,9 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer_aws.provider import AwsProvider
 
 from deployer.errors import DigestMismatchError, StorageError
-from deployer_aws.provider import AwsProvider
 
 from .helpers import BUCKET, REGION, make_provider
 

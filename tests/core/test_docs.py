@@ -31,6 +31,13 @@ def test_generated_docs_are_current() -> None:
     assert proc.returncode == 0, f"run `uv run python scripts/gen_docs.py`:\n{proc.stdout}{proc.stderr}"
 
 
+def _environ(path: Path) -> dict[str, str]:
+    """Placeholders for the variables a spec requires (``${VAR}`` without a default); the
+    ``${VAR:-default}`` ones stay unset so their defaults are what is checked."""
+    required = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text())
+    return {name: f"example-{name.lower().replace('_', '-')}" for name in required}
+
+
 def _environments(path: Path) -> list[str | None]:
     data = config.read_yaml(path)
     envs = data.get("environments") or {}
@@ -42,13 +49,14 @@ def _environments(path: Path) -> list[str | None]:
 def test_example_spec_loads(path: Path) -> None:
     assert SPECS, "configs/ holds no example specs"
     for env in _environments(path):
-        data = config.resolve(config.read_yaml(path), env_name=env, environ={}, base_dir=path.parent.resolve())
+        data = config.resolve(config.read_yaml(path), env_name=env, environ=_environ(path),
+                              base_dir=path.parent.resolve())
         model_path = (data.get("model") or {}).get("path")
         if CLOUD.search(path.name) or (model_path and not Path(model_path).exists()):
             # the provider package may not be installed / the model file is written by a script
             spec = config.validate(data, check_paths=False)
         else:
-            spec = config.load_spec(path, env=env, environ={})
+            spec = config.load_spec(path, env=env, environ=_environ(path))
         assert spec.name
 
 
@@ -60,7 +68,8 @@ def test_local_example_specs_pass_the_local_provider_checks() -> None:
         if CLOUD.search(path.name):
             continue
         for env in _environments(path):
-            data = config.resolve(config.read_yaml(path), env_name=env, environ={}, base_dir=path.parent)
+            data = config.resolve(config.read_yaml(path), env_name=env, environ=_environ(path),
+                                  base_dir=path.parent)
             spec = config.validate(data, check_paths=False)
             if spec.target.provider == "local":
                 make_provider(spec.target, spec.provider_options).validate(spec)

@@ -167,10 +167,7 @@ def translate(exc: BaseException, operation: str | None = None) -> ProviderError
         return ProviderError(str(exc), code="NoRegion", hint="set target.region in the spec")
     if isinstance(
         exc,
-        _sdk.EndpointConnectionError
-        | _sdk.ConnectTimeoutError
-        | _sdk.ReadTimeoutError
-        | _sdk.ConnectionClosedError,
+        _sdk.EndpointConnectionError | _sdk.ConnectTimeoutError | _sdk.ReadTimeoutError | _sdk.ConnectionClosedError,
     ):
         return TransientError(str(exc), code=type(exc).__name__)
     if isinstance(exc, _sdk.ParamValidationError):

@@ -96,9 +96,7 @@ def permissions(
         {
             "Sid": "SageMakerEndpoints",
             "Effect": "Allow",
-            "Action": sorted(
-                a for a in by_service.get("sagemaker", []) if not a.startswith("sagemaker:List")
-            ),
+            "Action": sorted(a for a in by_service.get("sagemaker", []) if not a.startswith("sagemaker:List")),
             "Resource": [f"{sm}:model/*", f"{sm}:endpoint-config/*", f"{sm}:endpoint/*"],
         },
         {
@@ -125,12 +123,8 @@ def permissions(
             "Sid": "AutoscalingServiceRole",
             "Effect": "Allow",
             "Action": ["iam:CreateServiceLinkedRole"],
-            "Resource": [
-                "arn:aws:iam::*:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/*"
-            ],
-            "Condition": {
-                "StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}
-            },
+            "Resource": ["arn:aws:iam::*:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/*"],
+            "Condition": {"StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}},
         },
     ]
     return {"Version": "2012-10-17", "Statement": statements}

@@ -23,9 +23,7 @@ def _qid(prefix: str, name: str) -> str:
     return prefix + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
 
 
-def queries(
-    endpoint: str, release: str, period: int, custom: list[str], custom_namespace: str
-) -> list[dict[str, Any]]:
+def queries(endpoint: str, release: str, period: int, custom: list[str], custom_namespace: str) -> list[dict[str, Any]]:
     dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": release}]
 
     def q(qid: str, metric: str, stat: str, namespace: str = NAMESPACE) -> dict[str, Any]:

@@ -51,16 +51,10 @@ class AwsOptions(_Opt):
     bucket: str | None = Field(None, pattern=BUCKET_RE, description="S3 bucket for artifacts (required).")
     prefix: str = Field("deployer", description="Key prefix inside the bucket.")
     create_bucket: bool = Field(False, description="Create the bucket (public access blocked) when missing.")
-    role_arn: str | None = Field(
-        None, pattern=ROLE_ARN_RE, description="SageMaker execution role (required)."
-    )
-    profile: str | None = Field(
-        None, description="Named AWS profile; default: the standard credential chain."
-    )
+    role_arn: str | None = Field(None, pattern=ROLE_ARN_RE, description="SageMaker execution role (required).")
+    profile: str | None = Field(None, description="Named AWS profile; default: the standard credential chain.")
     sse: Literal["AES256", "aws:kms"] = Field("AES256", description="Server-side encryption of artifacts.")
-    kms_key_id: str | None = Field(
-        None, description="KMS key for sse 'aws:kms' (and the endpoint's volumes)."
-    )
+    kms_key_id: str | None = Field(None, description="KMS key for sse 'aws:kms' (and the endpoint's volumes).")
     image: str | None = Field(
         None,
         description="Serving image for flavors other than 'sklearn' (the deployer serving image in ECR).",
@@ -72,9 +66,7 @@ class AwsOptions(_Opt):
     data_capture: DataCapture | None = None
     vpc: Vpc | None = None
     network_isolation: bool = False
-    tags: dict[str, str] = Field(
-        default_factory=dict, description="Added to every resource the provider creates."
-    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Added to every resource the provider creates.")
     rollback_alarms: list[str] = Field(
         default_factory=list,
         max_length=10,
@@ -84,9 +76,7 @@ class AwsOptions(_Opt):
         default_factory=list,
         description="Custom CloudWatch metric names metrics() also reads (gates add theirs).",
     )
-    metrics_namespace: str = Field(
-        "AWS/SageMaker", description="Namespace of custom gate / autoscaling metrics."
-    )
+    metrics_namespace: str = Field("AWS/SageMaker", description="Namespace of custom gate / autoscaling metrics.")
     upload_chunk_mb: int = Field(16, ge=5, le=512, description="Multipart part size.")
     upload_concurrency: int = Field(10, ge=1, le=64, description="Parallel part uploads.")
 

@@ -129,13 +129,9 @@ class AwsProvider:
             ) from exc
         region = spec.target.region
         if not region or not REGION_RE.fullmatch(region):
-            raise SpecError(
-                "target.region", f"an AWS region is needed, got {region!r}", fix="e.g. region: us-east-1"
-            )
+            raise SpecError("target.region", f"an AWS region is needed, got {region!r}", fix="e.g. region: us-east-1")
         if not opts.bucket:
-            raise SpecError(
-                "provider_options.bucket", "no S3 bucket for artifacts", fix="set provider_options.bucket"
-            )
+            raise SpecError("provider_options.bucket", "no S3 bucket for artifacts", fix="set provider_options.bucket")
         if not opts.role_arn:
             raise SpecError(
                 "provider_options.role_arn",
@@ -196,12 +192,8 @@ class AwsProvider:
                 raise CapabilityError(f"native rollout: {capabilities(opts).reason('native_rollout')}")
             guardrails.check(spec.strategy)
         if opts.data_capture is not None and opts.serverless is not None:
-            raise SpecError(
-                "provider_options.data_capture", "serverless endpoints do not support data capture"
-            )
-        self._custom_metrics |= {
-            g.custom_metric for g in spec.gates if isinstance(g, MetricGate) and g.custom_metric
-        }
+            raise SpecError("provider_options.data_capture", "serverless endpoints do not support data capture")
+        self._custom_metrics |= {g.custom_metric for g in spec.gates if isinstance(g, MetricGate) and g.custom_metric}
 
     def store(self) -> S3ArtifactStore:
         if self._store is None:
@@ -250,9 +242,7 @@ class AwsProvider:
                 return OperationStatus(state="succeeded", progress=1.0)
             if view.status == "Deleting":
                 return OperationStatus(state="running", message="endpoint Deleting")
-            return OperationStatus(
-                state="failed", message=f"endpoint still {view.status}: {view.failure or ''}"
-            )
+            return OperationStatus(state="failed", message=f"endpoint still {view.status}: {view.failure or ''}")
         if op.kind == "route":
             status = verdict(view, None)
             if status.state != "succeeded" or view is None:
@@ -353,9 +343,7 @@ class AwsProvider:
         cw = self._clients.client("cloudwatch")
         for body in guardrails.gate_alarms(spec, ep, release.id):
             with aws_errors("PutMetricAlarm"):
-                cw.put_metric_alarm(
-                    **body, Tags=[{"Key": k, "Value": v} for k, v in sorted(opts.tags.items())]
-                )
+                cw.put_metric_alarm(**body, Tags=[{"Key": k, "Value": v} for k, v in sorted(opts.tags.items())])
             alarms.append(body["AlarmName"])
         self._sm.ensure_config(cfg, variants, config_extras(opts), self._tags(release, opts))
         self._sm.update_endpoint(ep, cfg, deployment=guardrails.deployment_config(spec.strategy, alarms))
@@ -405,9 +393,7 @@ class AwsProvider:
         if pending is not None:
             return self._op("retire_release", endpoint, release, {"endpoint_config": pending})
         if view.variant_names == [release]:
-            raise ConflictError(
-                f"{release} is the last release of {endpoint}", hint="destroy the endpoint instead"
-            )
+            raise ConflictError(f"{release} is the last release of {endpoint}", hint="destroy the endpoint instead")
         weights = view.weights()
         if weights.get(release, 0) > 0:
             raise ConflictError(
@@ -446,9 +432,7 @@ class AwsProvider:
     def _op(
         self, kind: OperationKind, endpoint: str, release: str | None, ref: dict[str, str], done: bool = False
     ) -> Operation:
-        return Operation(
-            kind=kind, provider=self.name, endpoint=endpoint, release=release, ref=ref, done=done
-        )
+        return Operation(kind=kind, provider=self.name, endpoint=endpoint, release=release, ref=ref, done=done)
 
     def _tags(self, release: Release, opts: AwsOptions) -> dict[str, str]:
         return {
@@ -468,9 +452,7 @@ class AwsProvider:
     def _config_variants(self, name: str) -> list[dict[str, Any]]:
         cfg = self._sm.describe_config(name)
         if cfg is None:
-            raise NotFoundError(
-                f"endpoint config {name} is gone", hint="destroy and deploy the endpoint again"
-            )
+            raise NotFoundError(f"endpoint config {name} is gone", hint="destroy and deploy the endpoint again")
         return list(cfg["ProductionVariants"])
 
     def _check_busy(self, view: EndpointView, release: str, want_present: bool) -> str | None:
@@ -518,6 +500,10 @@ class AwsProvider:
         return self._op(kind, endpoint, release, {"endpoint_config": cfg})
 
     def _ensure_model(self, release: Release, opts: AwsOptions) -> None:
+        """CreateModel for the release unless it exists (one DescribeModel when it does)."""
+        name = model_name(release.endpoint, release.id)
+        if self._sm.model_exists(name):
+            return
         region = self._clients.region
         container: dict[str, Any] = {}
         if release.flavor == "container":
@@ -530,8 +516,6 @@ class AwsProvider:
             container["ModelDataUrl"] = release.artifact.uri
             if release.flavor == "sklearn" and not opts.image:
                 container["Image"] = images.sklearn_image(region, opts.sklearn_version)
-                if self._sm.model_exists(model_name(release.endpoint, release.id)):
-                    return
                 blob, digest = images.inference_bundle()
                 ref = self.store().put_bytes(blob, digest, images.BUNDLE)
                 container["Environment"] = images.sklearn_environment(ref.uri, region)
@@ -541,9 +525,7 @@ class AwsProvider:
                 if release.entrypoint:
                     env["DEPLOYER_ENTRYPOINT"] = release.entrypoint
                 container["Environment"] = env
-        self._sm.ensure_model(
-            model_name(release.endpoint, release.id), container, opts, self._tags(release, opts)
-        )
+        self._sm.create_model(name, container, opts, self._tags(release, opts))
 
     def _delete_alarms(self, endpoint: str, release: str | None) -> None:
         cw = self._clients.client("cloudwatch")

@@ -172,9 +172,7 @@ def verdict(view: EndpointView | None, expect_config: str | None) -> OperationSt
     if view is None:
         return OperationStatus(state="failed", message="the endpoint does not exist")
     if view.status in FAILED_STATES:
-        return OperationStatus(
-            state="failed", message=f"endpoint {view.status}: {view.failure or 'no reason given'}"
-        )
+        return OperationStatus(state="failed", message=f"endpoint {view.status}: {view.failure or 'no reason given'}")
     if view.status in RUNNING_STATES:
         return OperationStatus(state="running", message=f"endpoint {view.status}")
     if expect_config and view.config != expect_config:
@@ -218,12 +216,8 @@ class SageMaker:
         except NotFoundError:
             return False
 
-    def ensure_model(
-        self, name: str, container: dict[str, Any], opts: AwsOptions, tags: dict[str, str]
-    ) -> None:
-        """CreateModel unless it exists (SageMaker refuses duplicate names)."""
-        if self.model_exists(name):
-            return
+    def create_model(self, name: str, container: dict[str, Any], opts: AwsOptions, tags: dict[str, str]) -> None:
+        """CreateModel (SageMaker refuses duplicate names: check with :meth:`model_exists` first)."""
         body: dict[str, Any] = {"ModelName": name, "PrimaryContainer": container, "Tags": tag_list(tags)}
         if opts.role_arn:
             body["ExecutionRoleArn"] = opts.role_arn

@@ -36,9 +36,7 @@ def tracking_config(endpoint: str, release: str, a: Autoscaling, metrics_namespa
     }
     dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": release}]
     if a.target_metric == "invocations_per_replica":
-        cfg["PredefinedMetricSpecification"] = {
-            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
-        }
+        cfg["PredefinedMetricSpecification"] = {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
     elif a.target_metric == "cpu_utilization":
         cfg["CustomizedMetricSpecification"] = {
             "MetricName": "CPUUtilization",
@@ -82,9 +80,7 @@ class Scaling:
                 ResourceId=rid,
                 ScalableDimension=DIMENSION,
                 PolicyType="TargetTrackingScaling",
-                TargetTrackingScalingPolicyConfiguration=tracking_config(
-                    endpoint, release, a, metrics_namespace
-                ),
+                TargetTrackingScalingPolicyConfiguration=tracking_config(endpoint, release, a, metrics_namespace),
             )
 
     def registered(self, endpoint: str, releases: list[str]) -> dict[str, tuple[int, int]]:

@@ -86,9 +86,7 @@ def file_sha256(path: Path) -> str:
 class S3ArtifactStore:
     """Content-addressed artifacts in one S3 bucket (see the module docstring)."""
 
-    def __init__(
-        self, clients: _sdk.Clients, options: AwsOptions, tags: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, clients: _sdk.Clients, options: AwsOptions, tags: dict[str, str] | None = None) -> None:
         if not options.bucket:
             raise StorageError("provider_options.bucket is not set", hint="name the S3 bucket for artifacts")
         self._clients = clients
@@ -164,9 +162,7 @@ class S3ArtifactStore:
         with open(path, "rb") as f:
             reader = HashingReader(f, path)
             try:
-                self._s3.upload_fileobj(
-                    reader, self.bucket, key, ExtraArgs=extra, Callback=_cb, Config=config
-                )
+                self._s3.upload_fileobj(reader, self.bucket, key, ExtraArgs=extra, Callback=_cb, Config=config)
             except _sdk.ClientError as exc:
                 raise self._storage_error(exc, "PutObject") from exc
             except _sdk.BotoCoreError as exc:
@@ -254,9 +250,7 @@ class S3ArtifactStore:
                     rule["KMSMasterKeyID"] = self.options.kms_key_id
                 s3.put_bucket_encryption(
                     Bucket=self.bucket,
-                    ServerSideEncryptionConfiguration={
-                        "Rules": [{"ApplyServerSideEncryptionByDefault": rule}]
-                    },
+                    ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": rule}]},
                 )
         self._bucket_checked = True
 
