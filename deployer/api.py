@@ -292,9 +292,10 @@ def scale(name: str, *, min: int, max: int | None = None, target_value: float | 
     from deployer.config import spec_error
 
     try:
-        auto = Autoscaling(min=min, max=max if max is not None else builtins.max(min, 1),
-                           **({"target_value": target_value} if target_value else {}),
-                           scale_to_zero=min == 0)
+        auto = Autoscaling.model_validate({
+            "min": min, "max": max if max is not None else builtins.max(min, 1), "scale_to_zero": min == 0,
+            **({"target_value": target_value} if target_value else {}),
+        })
     except ValidationError as e:
         err = spec_error(e)
         raise SpecError(f"autoscaling.{err.field}" if err.field else "autoscaling", err.message, fix=err.fix) from None

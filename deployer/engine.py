@@ -125,16 +125,17 @@ class Engine:
             head_op=ops[-1].id if ops else 0,
         )
 
-    def step(self, endpoint: str, step: Step, fn: Callable[[], dict[str, Any] | None]) -> None:
+    def step(self, endpoint: str, step: Step, fn: Callable[[], object]) -> None:
         """Journal ``step`` started, run it, journal done (or failed, then re-raise)."""
         self.ledger.journal(endpoint, step.release, step.name, "started")
         self.emit(StepStarted(endpoint, step=step.kind, release=step.release, detail=step.describe()))
         try:
-            detail = fn()
+            result = fn()
         except DeployerError as e:
             self.ledger.journal(endpoint, step.release, step.name, "failed", detail={"error": str(e)})
             self.emit(StepDone(endpoint, step=step.kind, release=step.release, outcome="failed", detail=str(e)))
             raise
+        detail = result if isinstance(result, dict) else None
         self.ledger.journal(endpoint, step.release, step.name, "done", detail=detail)
         self.emit(StepDone(endpoint, step=step.kind, release=step.release, detail=step.describe()))
 
@@ -214,9 +215,9 @@ class Engine:
             target = release if kind == "deploy_release" else self._ledger_release(endpoint, step.release)
             current = self._observed_traffic(endpoint)
             hold = current if current.weights else Traffic.all_to(target.id)
-            self.step(endpoint, step, lambda: self.bring_up(target, hold, spec.strategy.ready_timeout_s) or None)
+            self.step(endpoint, step, lambda: self.bring_up(target, hold, spec.strategy.ready_timeout_s))
         elif kind == "route":
-            self.step(endpoint, step, lambda: self.route(endpoint, Traffic(weights=step.weights)) or None)
+            self.step(endpoint, step, lambda: self.route(endpoint, Traffic(weights=step.weights)))
         elif kind == "bake":
             self.step(endpoint, step, lambda: self._bake(spec, plan, step))
         elif kind == "scale":
@@ -235,7 +236,7 @@ class Engine:
         elif kind == "retire_release":
             assert step.release is not None
             rid = step.release
-            self.step(endpoint, step, lambda: self.retire(endpoint, rid) or None)
+            self.step(endpoint, step, lambda: self.retire(endpoint, rid))
         elif kind == "abandon":
             assert step.release is not None
             self.step(endpoint, step, lambda: self._abandon(endpoint, step.release or ""))
@@ -326,16 +327,16 @@ class Engine:
                 raise NoPreviousReleaseError(f"the artifact of {target.id} is no longer stored", hint="deploy it again from its spec")
             hold = observed.traffic if observed and observed.traffic.weights else Traffic.all_to(target.id)
             self.step(endpoint, Step("deploy_release", target.id, note="redeploy for rollback"),
-                      lambda: self.bring_up(target.release, hold, 1800) or None)
+                      lambda: self.bring_up(target.release, hold, 1800))
         self.step(endpoint, Step("route", target.id, weights={target.id: 100}),
-                  lambda: self.route(endpoint, Traffic.all_to(target.id)) or None)
+                  lambda: self.route(endpoint, Traffic.all_to(target.id)))
         if live is not None:
             self.ledger.set_release(endpoint, live.id, status="rolled_back", reason=reason)
         self.ledger.set_release(endpoint, target.id, status="live", reason=f"rolled back to: {reason}")
         self.ledger.journal(endpoint, target.id, "rollback", "done", detail={"from": live.id if live else None, "reason": reason})
         self.emit(RolledBack(endpoint, from_release=live.id if live else None, to_release=target.id, reason=reason))
         if live is not None and retire_current:
-            self.step(endpoint, Step("retire_release", live.id), lambda: self.retire(endpoint, live.id) or None)
+            self.step(endpoint, Step("retire_release", live.id), lambda: self.retire(endpoint, live.id))
         obs = self.call(lambda: self.provider.observe(endpoint))
         return Outcome(endpoint, target.id, "rolled_back", obs.url if obs else None)
 
@@ -365,7 +366,7 @@ class Engine:
                     self.ledger.set_release(endpoint, row.id, status="abandoned", reason="endpoint destroyed", finished=True)
             self.ledger.mark_destroyed(endpoint)
 
-        self.step(endpoint, Step("destroy"), lambda: do() or None)
+        self.step(endpoint, Step("destroy"), lambda: do())
         return Outcome(endpoint, None, "destroyed")
 
     def progress(self, endpoint: str, task: str) -> Callable[[int, int], None]:

@@ -49,7 +49,7 @@ def bake(engine: Engine, spec: Spec, release: str, baseline: str | None, bake_s:
             engine.ledger.journal(endpoint, release, f"gate:{result.gate}", result.outcome, detail=result.to_dict())
             engine.emit(result.to_event(endpoint))
         now = clock.now()
-        phase = "during" if now < end else "bake_end"
+        phase: Phase = "during" if now < end else "bake_end"
         decision = gates.decision(phase)
         if decision == "fail":
             raise _failed(gates, phase)

@@ -279,7 +279,8 @@ class Ledger:
         evidence: list[dict[str, Any]] | None = None,
         finished: bool = False,
     ) -> None:
-        sets, args = [], []
+        sets: list[str] = []
+        args: list[Any] = []
         for col, val in (("status", status), ("outcome", outcome), ("reason", reason)):
             if val is not None:
                 sets.append(f"{col}=?")

@@ -36,12 +36,12 @@ def call(
     Gives up after ``attempts`` tries or ``deadline_s`` seconds, re-raising the last TransientError.
     ``sleep`` is injectable for tests.
     """
-    kwargs = {"sleep": sleep} if sleep is not None else {}
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(attempts) | stop_after_delay(deadline_s),
         wait=wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=initial_s),
         reraise=True,
-        **kwargs,
     )
+    if sleep is not None:
+        retrying.sleep = sleep
     return retrying(fn)

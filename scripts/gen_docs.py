@@ -95,6 +95,40 @@ RULES: dict[str, list[str]] = {
     ],
 }
 
+# Descriptions for fields whose Field() has none, used only while the schema carries none.
+FALLBACK: dict[tuple[str, str], str] = {
+    ("Spec", "target"): "Where the endpoint lives: provider and location.",
+    ("Spec", "model"): "What to serve.",
+    ("Spec", "resources"): "Compute per replica of a release.",
+    ("Spec", "autoscaling"): "Replica bounds and scaling target; null: run resources.replicas, no autoscaling.",
+    ("Spec", "strategy"): "How traffic moves to a new release.",
+    ("Spec", "gates"): "Health checks evaluated while each traffic step bakes.",
+    ("Spec", "tags"): "Labels recorded on the release and passed to the provider.",
+    ("Spec", "state"): "Where the ledger lives.",
+    ("Autoscaling", "target_metric"): "The metric autoscaling tracks.",
+    ("Autoscaling", "scale_to_zero"): "Allow min 0 where the provider supports it.",
+    ("Autoscaling", "scale_in_cooldown_s"): "Seconds between scale-in actions.",
+    ("Autoscaling", "scale_out_cooldown_s"): "Seconds between scale-out actions.",
+    ("Strategy", "type"): "The rollout strategy.",
+    ("MetricGate", "type"): "Selects this gate type.",
+    ("MetricGate", "metric"): "Which metric of the candidate is judged.",
+    ("MetricGate", "custom_metric"): "Metric name when metric is 'custom'.",
+    ("MetricGate", "max"): "Pass while value <= max.",
+    ("MetricGate", "min"): "Pass while value >= min.",
+    ("SmokeGate", "type"): "Selects this gate type.",
+    ("SmokeGate", "payload"): "The request body sent to the candidate (any JSON value).",
+    ("SmokeGate", "expect_status"): "HTTP status the candidate must answer with.",
+    ("SmokeGate", "min_samples"): "Not used by smoke gates.",
+    ("CallableGate", "type"): "Selects this gate type.",
+    ("CallableGate", "function"): "'module:function' called with the gate context.",
+    ("CallableGate", "min_samples"): "Not used by callable gates.",
+    ("WebhookGate", "type"): "Selects this gate type.",
+    ("WebhookGate", "url"): "Where the context is POSTed; 2xx passes.",
+    ("WebhookGate", "timeout_s"): "Request timeout; a timeout is inconclusive.",
+    ("WebhookGate", "min_samples"): "Not used by webhook gates.",
+    ("StateBackend", "type"): "Ledger backend.",
+}
+
 INTROS: dict[str, str] = {
     "Spec": "The desired state of one endpoint. A YAML spec file holds one of these, plus an optional "
     "`environments:` mapping of named overlays (see [concepts](concepts.md#spec)), which is removed "
@@ -222,7 +256,7 @@ def model_section(name: str, model: dict[str, Any]) -> list[str]:
                     type_of(prop),
                     default_of(field, prop, required),
                     constraints_of(prop),
-                    prop.get("description", ""),
+                    prop.get("description") or FALLBACK.get((name, field), ""),
                 )
             )
             + " |"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +50,7 @@ def preload(flavors: set[str] | list[str]) -> None:
                 break
 
 
+_PRELOAD_LOCK = threading.Lock()
 _PRELOADED: dict[tuple[str, int, int], Any] = {}
 """sklearn models unpickled ahead of time (by the supervisor, before forking), by file identity."""
 
@@ -72,8 +74,9 @@ def preload_model(path: Path | str, flavor: str) -> None:
 
         file = _one_file(Path(path), ("*.joblib", "*.pkl"), flavor)
         key = _identity(file)
-        if key not in _PRELOADED:
-            _PRELOADED[key] = joblib.load(file)
+        with _PRELOAD_LOCK:  # two early preloads (CLI + supervisor) unpickle once
+            if key not in _PRELOADED:
+                _PRELOADED[key] = joblib.load(file)
     except Exception:
         return
 

@@ -136,7 +136,8 @@ class Harness:
         ledger = Ledger(self.ledger_path)
         try:
             with ledger.lock(spec.name, purpose):
-                result: Outcome = fn(Engine(rec, ledger, on_event=self.events.append, timeout_s=120.0))
+                engine = Engine(rec, ledger, on_event=self.events.append, timeout_s=120.0)  # type: ignore[arg-type]
+                result: Outcome = fn(engine)
                 return result
         finally:
             ledger.close()

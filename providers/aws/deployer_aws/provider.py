@@ -521,7 +521,7 @@ class AwsProvider:
                 container["Environment"] = images.sklearn_environment(ref.uri, region)
             else:
                 container["Image"] = opts.image or release.image
-                env = {"DEPLOYER_FLAVOR": release.flavor}
+                env: dict[str, str] = {"DEPLOYER_FLAVOR": release.flavor}
                 if release.entrypoint:
                     env["DEPLOYER_ENTRYPOINT"] = release.entrypoint
                 container["Environment"] = env
