@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -63,10 +64,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
             proc.wait(10)
         except ProcessLookupError:
             pass
-    try:  # children that outlived their parent (uvicorn's workers, our supervisor's workers)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # children that outlived their parent
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def post(url: str, body: bytes, timeout: float = 2.0) -> int:
@@ -111,7 +110,8 @@ def load(url: str, body: bytes, seconds: float, connections: int = 64, threads: 
             lua.write(f"wrk.body = {json.dumps(body.decode())}\n")
         try:
             out = subprocess.run(
-                ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", lua.name, url],
+                ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+                 "-s", lua.name, url],
                 capture_output=True, text=True, timeout=seconds + 60, check=True,
             ).stdout  # fmt: skip
         finally:

@@ -45,6 +45,9 @@ class Renderer:
         self._progress: Any = None
         self._task: Any = None
         self._status: Any = None
+        self._live: Any = None
+        self._traffic: dict[str, int] = {}
+        self._gates: dict[str, Any] = {}
 
     @property
     def console(self) -> Any:
@@ -74,14 +77,48 @@ class Renderer:
             mark = "[green]✓[/]" if event.outcome == "ok" else "[red]✗[/]"
             self.console.print(f"{mark} {event.detail}")
         elif kind == "traffic.changed":
-            self.console.print("  traffic: " + " | ".join(f"{k} {v}%" for k, v in sorted(event.weights.items())))
+            self._traffic = dict(event.weights)
+            if not self._draw_table():
+                self.console.print("  traffic: " + " | ".join(f"{k} {v}%" for k, v in sorted(event.weights.items())))
         elif kind == "gate.evaluated":
-            color = {"pass": "green", "fail": "red"}.get(event.outcome, "yellow")
-            self.console.print(f"  gate {event.gate} on {event.release}: [{color}]{event.outcome}[/] {event.reason}")
+            self._gates[event.gate] = event
+            if not self._draw_table():
+                color = {"pass": "green", "fail": "red"}.get(event.outcome, "yellow")
+                self.console.print(f"  gate {event.gate} on {event.release}: [{color}]{event.outcome}[/] {event.reason}")
         elif kind == "rolled_back":
             self.console.print(f"[yellow]↩ rolled back {event.from_release} -> {event.to_release}: {event.reason}[/]")
         elif kind == "promoted":
             self.console.print(f"[green]★ {event.release} is live[/]")
+
+    def _draw_table(self) -> bool:
+        """On a terminal, redraw the live traffic + gates table; return False when lines are printed instead."""
+        if not self.console.is_terminal:
+            return False
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table(title="rollout", show_header=True)
+        table.add_column("release")
+        table.add_column("traffic", justify="right")
+        table.add_column("gate")
+        table.add_column("outcome")
+        table.add_column("observed / reason")
+        traffic = sorted(self._traffic.items())
+        gates = list(self._gates.values())
+        for i in range(max(len(traffic), len(gates))):
+            rel, weight = traffic[i] if i < len(traffic) else ("", None)
+            g = gates[i] if i < len(gates) else None
+            color = {"pass": "green", "fail": "red"}.get(g.outcome, "yellow") if g else ""
+            observed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in g.observed.items()) if g else ""
+            table.add_row(rel, "" if weight is None else f"{weight}%", g.gate if g else "",
+                          f"[{color}]{g.outcome}[/]" if g else "", (observed or (g.reason if g else ""))[:60])
+        if self._live is None:
+            self._live = Live(table, console=self.console, refresh_per_second=8, transient=False)
+            self._live.start()
+        else:
+            self._live.update(table)
+        return True
 
     def _upload(self, event: Any) -> None:
         if self._progress is None:
@@ -103,6 +140,9 @@ class Renderer:
 
     def close(self) -> None:
         self._stop_status()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
         if self._progress is not None:
             self._progress.stop()
 

@@ -233,6 +233,7 @@ class Engine:
             self.step(endpoint, step, do_scale)
         elif kind == "promote":
             self.step(endpoint, step, lambda: self._promote(endpoint, release, plan.baseline))
+            self.prune(endpoint, spec.strategy.keep_releases)
         elif kind == "retire_release":
             assert step.release is not None
             rid = step.release
@@ -259,6 +260,17 @@ class Engine:
         self.ledger.set_release(endpoint, release.id, status="live", outcome="succeeded", finished=True)
         self.emit(Promoted(endpoint, release=release.id))
         return {"baseline": baseline}
+
+    def prune(self, endpoint: str, keep: int) -> None:
+        """Delete artifacts no rollback target needs (beyond the newest ``keep`` releases)."""
+        done: set[str] = set()
+        for rid, digest in self.ledger.prunable_artifacts(endpoint, keep):
+            if digest in done:
+                continue
+            self.step(endpoint, Step("prune", rid, note=f"artifact sha256:{digest[:12]}"),
+                      lambda d=digest: self.call(lambda: self.provider.store().delete(d)))
+            self.ledger.mark_pruned(endpoint, digest)
+            done.add(digest)
 
     def _abandon(self, endpoint: str, rid: str) -> dict[str, Any]:
         live = self.ledger.live_release(endpoint)

@@ -17,6 +17,8 @@ Outcomes and CLI exit codes: ``healthy`` 0, ``rolled_back`` 10, ``no_rollback_ta
 from __future__ import annotations
 
 import re
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +113,9 @@ def guard(
             if decision == "pass":
                 return GuardReport(name, "healthy", live.id, evidence=evidence)
             if decision != "fail":
-                reasons = "; ".join(f"{k}: {v}" for k, v in gs.reasons("during").items())
+                # the last result says why (e.g. "0 requests in 600s, need 20"), not the tracker's counts
+                reasons = "; ".join(f"{t.name}: {t.last.reason}" for t in gs.trackers
+                                    if t.last is not None and t.last.outcome != "pass")
                 return GuardReport(name, "inconclusive", live.id, reason=reasons, evidence=evidence)
             reason = "guard: " + "; ".join(f"{k}: {v}" for k, v in gs.reasons("during").items())
             try:
@@ -127,3 +131,14 @@ def guard(
             lock.__exit__(None, None, None)
     finally:
         ledger.close()
+
+
+class _CallableModule(types.ModuleType):
+    """``deployer.guard`` is both this module and the verb: once the module is imported, Python binds
+    the package attribute ``deployer.guard`` to the module, so the module must be callable too."""
+
+    def __call__(self, name: str, **kwargs: Any) -> GuardReport:
+        return guard(name, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

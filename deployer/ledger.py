@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS releases (
     release TEXT NOT NULL, status TEXT NOT NULL, running INTEGER NOT NULL DEFAULT 0,
     actor TEXT NOT NULL, created_at REAL NOT NULL, finished_at REAL,
     outcome TEXT, reason TEXT, evidence TEXT NOT NULL DEFAULT '[]',
+    artifact_pruned INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (endpoint, id)
 );
 CREATE TABLE IF NOT EXISTS operations (
@@ -375,6 +376,23 @@ class Ledger:
             )
             for r in reversed(rows)
         ]
+
+    def prunable_artifacts(self, endpoint: str, keep: int) -> list[tuple[str, str]]:
+        """(release id, digest) pairs of ``endpoint`` whose artifacts may be deleted.
+
+        Kept: the newest ``keep`` releases that are live, superseded (rollback targets) or deploying, on
+        every endpoint; any release still running; any digest one of those uses. Already pruned: skipped.
+        """
+        keep_digests = self.referenced_digests(keep)
+        running = {r[0] for r in self.db.execute("SELECT artifact_digest FROM releases WHERE running=1")}
+        rows = self.db.execute(
+            "SELECT id, artifact_digest FROM releases WHERE endpoint=? AND artifact_pruned=0 "
+            "AND artifact_digest IS NOT NULL AND running=0 ORDER BY seq", (endpoint,)
+        ).fetchall()
+        return [(rid, d) for rid, d in rows if d not in keep_digests and d not in running]
+
+    def mark_pruned(self, endpoint: str, digest: str) -> None:
+        self.db.execute("UPDATE releases SET artifact_pruned=1 WHERE endpoint=? AND artifact_digest=?", (endpoint, digest))
 
     def referenced_digests(self, keep: int) -> set[str]:
         """Artifact digests the ledger still names as rollback targets or live, per endpoint the newest ``keep``."""

@@ -15,7 +15,7 @@ from deployer.rollout import traffic_steps
 from deployer.spec import Autoscaling, Spec
 
 StepKind = Literal[
-    "upload", "deploy_release", "route", "bake", "promote", "scale", "retire_release", "abandon", "repair", "destroy"
+    "upload", "deploy_release", "route", "bake", "promote", "scale", "retire_release", "abandon", "repair", "destroy", "prune"
 ]
 
 

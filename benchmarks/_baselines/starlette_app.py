@@ -19,7 +19,9 @@ model = joblib.load(os.environ["MODEL_PATH"])
 async def predict(request: Request) -> Response:
     rows = orjson.loads(await request.body())
     out = model.predict(np.asarray(rows))
-    return Response(orjson.dumps({"predictions": out}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return Response(
+        orjson.dumps({"predictions": out}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )
 
 
 async def ready(request: Request) -> Response:

@@ -99,8 +99,7 @@ CAPABILITIES = Capabilities(
     native_rollout=False,
     container_images=False,
     unsupported={
-        "autoscaling": "the local provider runs a fixed number of worker processes; "
-        "scale sets it to autoscaling.min",
+        "autoscaling": "the local provider runs a fixed number of worker processes; scale sets it to autoscaling.min",
         "scale_to_zero": "local workers keep running; destroy the endpoint to free it",
         "native_rollout": "the local provider has no platform-managed rollout; the core runs the strategy",
         "container_images": "the local provider serves sklearn, onnx and python models in-process; "
@@ -138,9 +137,7 @@ class LocalProvider:
         self.ctx = ctx
         self.root = Path(ctx.home) / "local"
         opts = ctx.options
-        self.options = (
-            opts if isinstance(opts, LocalOptions) else self._parse(opts.model_dump(), "provider_options")
-        )
+        self.options = opts if isinstance(opts, LocalOptions) else self._parse(opts.model_dump(), "provider_options")
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
@@ -233,9 +230,7 @@ class LocalProvider:
             _, state = _live_state(paths)
             if current is None:
                 current = Desired(endpoint=release.endpoint, host=opts.host, port=opts.port, token=opts.token)
-            elif state is not None and (
-                opts.host != current.host or (opts.port and opts.port != state.get("port"))
-            ):
+            elif state is not None and (opts.host != current.host or (opts.port and opts.port != state.get("port"))):
                 raise ConflictError(
                     f"endpoint {release.endpoint!r} listens on {current.host}:{state.get('port')}; "
                     f"cannot move it to {opts.host}:{opts.port}",
@@ -253,9 +248,7 @@ class LocalProvider:
             if (releases, weights, opts.token) != (current.releases, current.weights, current.token) or (
                 current.version == 0
             ):
-                desired = self._write(
-                    paths, replace(current, releases=releases, weights=weights, token=opts.token)
-                )
+                desired = self._write(paths, replace(current, releases=releases, weights=weights, token=opts.token))
         self._start_supervisor(paths)
         return self._op("deploy_release", release.endpoint, release.id, desired.version)
 
@@ -328,9 +321,7 @@ class LocalProvider:
         version = int(op.ref.get("version", "0"))
         pid, state = _live_state(paths)
         if pid is None:
-            return OperationStatus(
-                state="failed", message=f"the supervisor is not running:\n{log_tail(paths)}"
-            )
+            return OperationStatus(state="failed", message=f"the supervisor is not running:\n{log_tail(paths)}")
         if state is None or int(state.get("version", -1)) < version:
             return OperationStatus(state="running", message="supervisor starting", progress=0.0)
         workers = [int(p) for p in state.get("workers", [])]
@@ -350,9 +341,7 @@ class LocalProvider:
             if op.kind == "deploy_release" and op.release not in ack.get("loaded", []):
                 error = ack.get("errors", {}).get(op.release)
                 if error:
-                    return OperationStatus(
-                        state="failed", message=f"release {op.release} failed to load: {error}"
-                    )
+                    return OperationStatus(state="failed", message=f"release {op.release} failed to load: {error}")
                 return OperationStatus(state="failed", message=f"release {op.release} is no longer desired")
             if op.kind == "retire_release" and op.release in ack.get("loaded", []):
                 continue
@@ -449,9 +438,7 @@ class LocalProvider:
         if release is not None:
             headers["x-deployer-release"] = release
         body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-        conn = http.client.HTTPConnection(
-            url.hostname or "127.0.0.1", url.port, timeout=self.options.request_timeout_s
-        )
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=self.options.request_timeout_s)
         start = time.perf_counter()
         try:
             conn.request("POST", "/predict", body=body, headers=headers)
@@ -466,9 +453,7 @@ class LocalProvider:
             data: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             data = raw.decode(errors="replace")
-        return Response(
-            status=resp.status, body=data, release=resp.getheader("x-deployer-release"), latency_ms=latency
-        )
+        return Response(status=resp.status, body=data, release=resp.getheader("x-deployer-release"), latency_ms=latency)
 
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

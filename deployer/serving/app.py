@@ -131,9 +131,7 @@ class ServingApp:
             return
         series = self.recorder.get(target)
         try:
-            out = orjson.dumps(
-                {"predictions": model.predict(data), "release": target}, default=_default, option=_OPTS
-            )
+            out = orjson.dumps({"predictions": model.predict(data), "release": target}, default=_default, option=_OPTS)
         except Exception as e:
             series.observe(time.time(), (time.perf_counter() - start) * 1000.0, True)
             await _reply(send, 500, _error("model_error", f"{type(e).__name__}: {e}"), target)
@@ -159,9 +157,7 @@ class ServingApp:
             return
         if path in ("/ready", "/ping") and method in ("GET", "HEAD"):
             routing = self.routing
-            body = orjson.dumps(
-                {"ready": routing.ready, "releases": sorted(routing.releases), "live": routing.live()}
-            )
+            body = orjson.dumps({"ready": routing.ready, "releases": sorted(routing.releases), "live": routing.live()})
             await _reply(send, 200 if routing.ready else 503, body)
             return
         if self._auth is not None:

@@ -167,11 +167,7 @@ def aggregate(
             continue
         for rid, data in releases.items():
             agg = out.setdefault(rid, Aggregate())
-            rows = (
-                [data["total"]]
-                if cutoff is None
-                else [v for s, v in data["seconds"].items() if int(s) + 1 > cutoff]
-            )
+            rows = [data["total"]] if cutoff is None else [v for s, v in data["seconds"].items() if int(s) + 1 > cutoff]
             for req, err, hist in rows:
                 agg.add(req, err, hist)
     return out

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import deployer
+from deployer.errors import SpecError
 from deployer.ledger import Ledger
 from deployer.local.provider import LocalProvider
 from deployer.protocols import ProviderContext
@@ -180,3 +181,14 @@ def test_guard_with_nothing_to_roll_back_to(e2e_home: Path) -> None:
         ledger.close()
     assert row is not None and row.status == "live" and "error_rate" in (row.reason or "")
     assert any(ev["outcome"] == "fail" for ev in row.evidence)
+
+
+def test_deployer_guard_stays_callable_once_its_module_is_imported() -> None:
+    """Regression: importing ``deployer.guard`` (the CLI does) rebinds the package attribute to the
+    module, so the second ``deployer.guard(...)`` of a session raised "'module' object is not callable"."""
+    import importlib
+
+    importlib.import_module("deployer.guard")
+    assert callable(deployer.guard)
+    with pytest.raises(SpecError):
+        deployer.guard("nothing-to-check")

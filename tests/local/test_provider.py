@@ -153,7 +153,10 @@ def test_traffic_changes_under_load_drop_nothing(provider: LocalProvider, model_
         t.start()
     try:
         time.sleep(0.3)
-        assert wait(provider, provider.deploy_release(r2, Traffic(weights={"r0001": 100, "r0002": 0}))).state == "succeeded"
+        assert (
+            wait(provider, provider.deploy_release(r2, Traffic(weights={"r0001": 100, "r0002": 0}))).state
+            == "succeeded"
+        )
         for weights in ({"r0001": 90, "r0002": 10}, {"r0001": 50, "r0002": 50}, {"r0002": 100}, {"r0001": 100}):
             assert wait(provider, provider.route("churn", Traffic(weights=weights))).state == "succeeded"
             time.sleep(0.3)
