@@ -23,7 +23,7 @@ _API = {
 def __getattr__(name: str) -> Any:
     if name in _API:
         if name == "guard":
-            from deployer.guard import guard
+            from deployer.guards import guard
 
             return guard
         from deployer import api

@@ -82,6 +82,11 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
 
     provider = make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
+    if spec.strategy.native and not provider.capabilities.native_rollout:
+        from deployer.errors import CapabilityError
+
+        raise CapabilityError(f"strategy.native: {provider.capabilities.reason('native_rollout')}",
+                              hint="remove strategy.native to let deployer run the rollout")
     artifact: ArtifactRef | None = None
     upload = None
     packaged = None

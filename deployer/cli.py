@@ -190,7 +190,9 @@ def cli() -> None:
 @click.argument("spec", type=click.Path())
 @env_opt
 @json_opt
-@click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for each release to be ready.")
+@click.option("--timeout", default=1800.0, show_default=True,
+              help="Deadline in seconds for each wait (a release becoming ready: the lower of this and "
+                   "strategy.ready_timeout_s).")
 def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
     """Plan and apply SPEC: roll out a new release if anything changed."""
 
@@ -362,7 +364,7 @@ def guard(name: str, max_error_rate: float | None, max_p99_ms: float | None, win
     """
 
     def body(r: Renderer) -> int:
-        from deployer.guard import guard as run_guard
+        from deployer.guards import guard as run_guard
 
         rep = run_guard(name, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms, window=window,
                         min_samples=min_samples, gates_from=gates_from, notify_url=notify_url, state=state,
@@ -412,7 +414,7 @@ def serve(spec: str, env: str | None, port: int | None) -> None:
 
         opts = s.provider_options
         return serve_path(s.model.path, flavor=s.model.flavor, entrypoint=s.model.entrypoint,
-                          host=opts.get("host", "127.0.0.1"), port=port or opts.get("port") or 8080,
+                          host=opts.get("host", "127.0.0.1"), port=port or int(opts.get("port") or 0) or 8080,
                           workers=s.resources.replicas, token=opts.get("token"), name=s.name)
 
     run(False, body)
@@ -420,8 +422,13 @@ def serve(spec: str, env: str | None, port: int | None) -> None:
 
 @cli.command("iam-policy")
 @click.argument("provider")
-def iam_policy(provider: str) -> None:
-    """Print the least-privilege policy a provider needs."""
+@click.option("--bucket", default=None, help="Artifact bucket to scope storage permissions to.")
+@click.option("--role-arn", default=None, help="Execution role the provider passes to the platform.")
+@click.option("--region", default=None, help="Region to scope resources to (default: any).")
+@click.option("--account", default=None, help="Account id to scope resources to (default: any).")
+def iam_policy(provider: str, bucket: str | None, role_arn: str | None, region: str | None,
+               account: str | None) -> None:
+    """Print the least-privilege policy for the calls a provider makes."""
 
     def body(r: Renderer) -> None:
         from deployer.errors import CapabilityError
@@ -431,7 +438,8 @@ def iam_policy(provider: str) -> None:
         fn = getattr(cls, "permissions", None)
         if fn is None:
             raise CapabilityError(f"provider {provider!r} needs no cloud permissions")
-        click.echo(json.dumps(fn(), indent=2))
+        given = {"bucket": bucket, "role_arn": role_arn, "region": region, "account": account}
+        click.echo(json.dumps(fn(**{k: v for k, v in given.items() if v is not None}), indent=2))
 
     run(False, body)
 
@@ -450,7 +458,7 @@ def schema() -> None:
     """Print the spec's JSON schema."""
     from deployer.spec import Spec
 
-    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+    click.echo(json.dumps(Spec.model_json_schema(), indent=2, sort_keys=True))
 
 
 def main() -> None:

@@ -119,6 +119,10 @@ def validate(data: dict[str, Any], *, check_paths: bool = True) -> Any:
 
     from deployer.spec import Spec
 
+    model = data.get("model")
+    if isinstance(model, dict) and "obj" in model:
+        raise SpecError("model.obj", "is for model objects passed to deployer.deploy() in Python",
+                        fix="in a spec file, set model.path to the saved model")
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from deployer import retry
-from deployer.errors import DeployerError, GateFailedError, ProviderError
+from deployer.errors import CapabilityError, DeployerError, NoPreviousReleaseError, ProviderError
 from deployer.events import (
     Event,
     EventFn,
@@ -146,6 +147,18 @@ class Engine:
         self.emit(TrafficChanged(endpoint, weights=dict(traffic.weights)))
 
     def bring_up(self, release: Release, traffic: Traffic, timeout_s: float) -> None:
+        """Start ``release`` holding ``traffic`` and wait until it is ready.
+
+        The artifact is looked up in the store by digest (one metadata call), so a release recorded
+        with an older URI (a moved home, another bucket) is served from where the bytes are now.
+        """
+        if release.artifact is not None:
+            digest = release.artifact.digest
+            found = self.call(lambda: self.provider.store().find(digest))
+            if found is None:
+                raise NoPreviousReleaseError(f"the artifact sha256:{digest[:12]} of {release.id} is not in the store",
+                                             hint="deploy the model again from its spec")
+            release = release.model_copy(update={"artifact": found})
         op = self.call(lambda: self.provider.deploy_release(release, traffic))
         self.ledger.journal(release.endpoint, release.id, f"deploy_release:{release.id}", "sent", operation=op.model_dump())
         self.wait(op, f"release {release.id}", timeout_s)
@@ -215,7 +228,10 @@ class Engine:
             target = release if kind == "deploy_release" else self._ledger_release(endpoint, step.release)
             current = self._observed_traffic(endpoint)
             hold = current if current.weights else Traffic.all_to(target.id)
-            self.step(endpoint, step, lambda: self.bring_up(target, hold, spec.strategy.ready_timeout_s))
+            ready_s = min(spec.strategy.ready_timeout_s, self.timeout_s)
+            self.step(endpoint, step, lambda: self.bring_up(target, hold, ready_s))
+        elif kind == "native_rollout":
+            self.step(endpoint, step, lambda: self._native(spec, release, plan.baseline))
         elif kind == "route":
             self.step(endpoint, step, lambda: self.route(endpoint, Traffic(weights=step.weights)))
         elif kind == "bake":
@@ -261,14 +277,36 @@ class Engine:
         self.emit(Promoted(endpoint, release=release.id))
         return {"baseline": baseline}
 
+    def _native(self, spec: Spec, release: Release, baseline: str | None) -> dict[str, Any]:
+        """Let the platform run the guarded rollout; a platform rollback is a failure, never a success."""
+        rollout = getattr(self.provider, "rollout_native", None)
+        if rollout is None or not self.provider.capabilities.native_rollout:
+            raise CapabilityError(f"strategy.native: {self.provider.capabilities.reason('native_rollout')}")
+        op = self.call(lambda: rollout(release, baseline, spec))
+        self.ledger.journal(release.endpoint, release.id, f"native_rollout:{release.id}", "sent",
+                            operation=op.model_dump())
+        status = wait_for(op, self.provider.poll, timeout_s=min(spec.strategy.ready_timeout_s, self.timeout_s),
+                          clock=self.clock)
+        if status.state == "failed":
+            raise ProviderError(f"the platform rolled back {release.id}: {status.message or 'no reason given'}",
+                                code="NativeRollback")
+        self.ledger.set_release(release.endpoint, release.id, running=True)
+        if baseline is not None:
+            self.ledger.set_release(release.endpoint, baseline, running=False)
+        traffic = Traffic.all_to(release.id)
+        self.ledger.set_traffic(release.endpoint, traffic)
+        self.emit(TrafficChanged(release.endpoint, weights=dict(traffic.weights)))
+        return {"operation": op.ref}
+
     def prune(self, endpoint: str, keep: int) -> None:
         """Delete artifacts no rollback target needs (beyond the newest ``keep`` releases)."""
         done: set[str] = set()
         for rid, digest in self.ledger.prunable_artifacts(endpoint, keep):
             if digest in done:
                 continue
+            store = self.provider.store()
             self.step(endpoint, Step("prune", rid, note=f"artifact sha256:{digest[:12]}"),
-                      lambda d=digest: self.call(lambda: self.provider.store().delete(d)))
+                      partial(self.call, partial(store.delete, digest)))
             self.ledger.mark_pruned(endpoint, digest)
             done.add(digest)
 
@@ -324,22 +362,20 @@ class Engine:
         live = self.ledger.live_release(endpoint)
         target = self.ledger.release(endpoint, to) if to else self.ledger.rollback_target(endpoint, exclude=live.id if live else None)
         if target is None:
-            from deployer.errors import NoPreviousReleaseError
-
-            raise NoPreviousReleaseError(f"release {to!r} of {endpoint!r} is not in the ledger", hint="see `deployer history`")
+            raise NoPreviousReleaseError(f"release {to!r} of {endpoint!r} is not in the ledger",
+                                         hint="see `deployer history`")
+        if target.status not in ("superseded", "rolled_back", "live"):
+            raise NoPreviousReleaseError(
+                f"release {target.id} of {endpoint!r} is {target.status}: only a release that was live can serve again",
+                hint="see `deployer history` for releases that were live")
         if live is not None and target.id == live.id:
             return Outcome(endpoint, target.id, "unchanged")
         observed = self.call(lambda: self.provider.observe(endpoint))
         running = observed is not None and target.id in observed.releases and observed.releases[target.id].status == "ready"
         if not running:
-            digest = target.release.artifact.digest if target.release.artifact else None
-            if digest is not None and self.call(lambda: self.provider.store().find(digest)) is None:
-                from deployer.errors import NoPreviousReleaseError
-
-                raise NoPreviousReleaseError(f"the artifact of {target.id} is no longer stored", hint="deploy it again from its spec")
             hold = observed.traffic if observed and observed.traffic.weights else Traffic.all_to(target.id)
             self.step(endpoint, Step("deploy_release", target.id, note="redeploy for rollback"),
-                      lambda: self.bring_up(target.release, hold, 1800))
+                      lambda: self.bring_up(target.release, hold, self.timeout_s))
         self.step(endpoint, Step("route", target.id, weights={target.id: 100}),
                   lambda: self.route(endpoint, Traffic.all_to(target.id)))
         if live is not None:

@@ -1,8 +1,9 @@
 """Where deployer keeps its state on this machine.
 
 ``DEPLOYER_HOME`` overrides everything; otherwise ``$XDG_STATE_HOME/deployer`` or
-``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger), ``artifacts/`` (the
-local artifact store) and ``local/`` (the local provider's endpoints).
+``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger) and ``local/`` (the local
+provider: ``artifacts/`` its content-addressed store, ``cache/`` unpacked artifacts, ``endpoints/``
+one directory per endpoint with its supervisor's state and log).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from deployer.rollout import traffic_steps
 from deployer.spec import Autoscaling, Spec
 
 StepKind = Literal[
-    "upload", "deploy_release", "route", "bake", "promote", "scale", "retire_release", "abandon", "repair", "destroy", "prune"
+    "upload", "deploy_release", "route", "bake", "promote", "scale", "retire_release", "abandon", "repair", "destroy", "prune", "native_rollout"
 ]
 
 
@@ -141,6 +141,11 @@ def make_plan(
         diff.append(f"+ upload artifact sha256:{release.artifact.digest[:12]} ({release.artifact.size} bytes)")
 
     baseline = live.id if live is not None and live.id in observed_ids else None
+    if spec.strategy.native and baseline is not None:
+        steps.append(Step("native_rollout", release.id, note=f"the provider's own {spec.strategy.type} with alarms"))
+        steps.append(Step("promote", release.id))
+        diff.append(f"~ traffic {baseline} -> {release.id} by the provider's native {spec.strategy.type}")
+        return Plan(spec.name, release, baseline, steps, diff, basis)
     steps.append(Step("deploy_release", release.id, note="at 0% traffic" if baseline else "new endpoint"))
     if spec.autoscaling is not None:
         steps.append(Step("scale", release.id, note=f"min {spec.autoscaling.min}, max {spec.autoscaling.max}"))

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
 """Endpoint names: 2-48 chars, lowercase letters, digits and hyphens, starting with a letter.
@@ -54,7 +55,7 @@ class ModelSource(_Model):
         None, description="For flavor 'python': 'module:Class' whose load(path) returns an object with predict(rows)."
     )
     image: str | None = Field(None, description="For flavor 'container': the serving image.")
-    obj: Any = Field(None, exclude=True, description="An in-memory model object (Python API only).")
+    obj: SkipJsonSchema[Any] = Field(None, exclude=True, description="An in-memory model object (Python API only).")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
@@ -194,7 +195,7 @@ class SmokeGate(_Gate):
     payload: Any
     expect_status: int = 200
     expect_schema: dict[str, Any] | None = Field(None, description="JSON schema the response body must match.")
-    min_samples: int = 0
+    min_samples: int = Field(0, ge=0)
 
 
 class CallableGate(_Gate):
@@ -202,7 +203,7 @@ class CallableGate(_Gate):
 
     type: Literal["callable"] = "callable"
     function: str = Field(..., pattern=r"^[\w.]+:[\w]+$")
-    min_samples: int = 0
+    min_samples: int = Field(0, ge=0)
 
 
 class WebhookGate(_Gate):
@@ -211,7 +212,7 @@ class WebhookGate(_Gate):
     type: Literal["webhook"] = "webhook"
     url: str = Field(..., pattern=r"^https?://")
     timeout_s: float = Field(5.0, gt=0)
-    min_samples: int = 0
+    min_samples: int = Field(0, ge=0)
 
 
 Gate = Annotated[MetricGate | SmokeGate | CallableGate | WebhookGate, Field(discriminator="type")]

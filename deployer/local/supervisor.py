@@ -113,6 +113,7 @@ class Supervisor:
         self.sock: socket.socket | None = None
         self.lock_fd: int | None = None
         self.preloaded: set[str] = set()
+        self.next_prune = 0.0
         self._state: bytes = b""
 
     # -- startup --------------------------------------------------------------------------
@@ -146,10 +147,7 @@ class Supervisor:
         self.paths.metrics.mkdir(exist_ok=True)
         for stale in self.paths.workers.glob("*.json"):
             stale.unlink(missing_ok=True)
-        for old in self.paths.metrics.glob("*.json"):
-            with contextlib.suppress(OSError):
-                if time.time() - old.stat().st_mtime > RETENTION_S:
-                    old.unlink()
+        self._prune_metrics()
         previous = (read_json(self.paths.state) or {}).get("port")
         try:
             self.sock = _bind(desired.host, desired.port, previous if isinstance(previous, int) else None)
@@ -174,6 +172,14 @@ class Supervisor:
         finally:
             self._shutdown()
         return 0
+
+    def _prune_metrics(self) -> None:
+        """Delete metric files of workers that exited longer ago than the retention."""
+        self.next_prune = time.monotonic() + 60
+        for old in self.paths.metrics.glob("*.json"):
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > RETENTION_S:
+                    old.unlink()
 
     @property
     def url(self) -> str:
@@ -215,6 +221,8 @@ class Supervisor:
             self._check_desired()
             self._adjust()
             self._write_state()
+            if time.monotonic() >= self.next_prune:
+                self._prune_metrics()
             time.sleep(TICK_S)
 
     def _reap(self) -> None:

@@ -13,6 +13,10 @@ Following the API reference (UpdateEndpoint, DescribeEndpoint, CreateModel/...):
   FailureReason, as SageMaker does when new instances fail or an auto-rollback alarm fires.
 * UpdateEndpointWeightsAndCapacities keeps instance counts that the request leaves out.
 
+sagemaker-runtime: moto answers InvokeEndpoint with canned text and variant "invoked_production_variant"
+for any endpoint; here an unqueued call answers JSON from the variant SageMaker would pick (the
+``TargetVariant`` header, else the heaviest variant) and refuses an unknown endpoint.
+
 CloudWatch: moto's GetMetricData answers percentile statistics (``p99``) with null; CloudWatch
 computes them. Here ``pNN`` is the nearest-rank percentile of the raw values put in the period.
 """
@@ -20,6 +24,7 @@ computes them. Here ``pNN`` is the nearest-rank percentile of the raw values put
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,8 +33,9 @@ from typing import Any
 from moto.cloudwatch.models import Statistics
 from moto.core.responses import ActionResult
 from moto.sagemaker.exceptions import ValidationError
-from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
+from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
+from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
 
 @dataclass
@@ -208,6 +214,30 @@ def _statistic(self: Any, stat: str) -> Any:
     return values[rank - 1]
 
 
+def _invoke(self: Any) -> Any:
+    name = self._get_params().get("EndpointName") or self.path.split("/")[2]
+    ep = sagemaker_backends[self.current_account][self.region].endpoints.get(name)
+    if ep is None:
+        return (
+            400,
+            {"Content-Type": "application/x-amz-json-1.1"},
+            json.dumps(
+                {
+                    "__type": "ValidationError",
+                    "message": f"Endpoint {name} of account {self.current_account} not found.",
+                }
+            ),
+        )
+    status, headers, body = _orig["invoke"](self)
+    if headers.get("x-Amzn-Invoked-Production-Variant") == "invoked_production_variant":
+        target = self.headers.get("X-Amzn-SageMaker-Target-Variant")
+        variants = sorted(ep.production_variants, key=lambda v: -(v.get("CurrentWeight") or 0))
+        headers["x-Amzn-Invoked-Production-Variant"] = target or variants[0]["VariantName"]
+        headers["Content-Type"] = "application/json"
+        body = json.dumps({"predictions": [0]})
+    return status, headers, body
+
+
 _orig: dict[str, Any] = {}
 _PATCHES = {
     "create_model": _create_model,
@@ -228,6 +258,8 @@ def install() -> None:
         setattr(SageMakerModelBackend, name, fn)
     _orig["resp_update_endpoint"] = getattr(SageMakerResponse, "update_endpoint", None)
     SageMakerResponse.update_endpoint = _resp_update_endpoint  # type: ignore[attr-defined]
+    _orig["invoke"] = SageMakerRuntimeResponse.invoke_endpoint
+    SageMakerRuntimeResponse.invoke_endpoint = _invoke  # type: ignore[method-assign]
     _orig["get_statistics_for_type"] = Statistics.get_statistics_for_type
     Statistics.get_statistics_for_type = _statistic  # type: ignore[method-assign]
 
@@ -243,4 +275,5 @@ def uninstall() -> None:
     else:
         del SageMakerResponse.update_endpoint
     Statistics.get_statistics_for_type = _orig["get_statistics_for_type"]  # type: ignore[method-assign]
+    SageMakerRuntimeResponse.invoke_endpoint = _orig["invoke"]  # type: ignore[method-assign]
     _orig.clear()

@@ -161,7 +161,7 @@ async def worker(
         except _Closed as c:
             stats.record(sent, c.status, c.release)
             conn = _close(conn)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
             stats.transport[type(e).__name__] += 1
             stats.record(sent, 0, None)
             conn = _close(conn)

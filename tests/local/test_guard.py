@@ -28,7 +28,7 @@ from deployer.protocols import ProviderContext
 from deployer.spec import Spec, Target
 
 from .load import Load, failures_by_release
-from .models import e2e_home, model_spec, spec_dict  # noqa: F401 - e2e_home is a fixture
+from .models import e2e_home_fixture, model_spec, spec_dict  # noqa: F401 - a fixture
 
 WINDOW = "2s"
 
@@ -184,11 +184,13 @@ def test_guard_with_nothing_to_roll_back_to(e2e_home: Path) -> None:
 
 
 def test_deployer_guard_stays_callable_once_its_module_is_imported() -> None:
-    """Regression: importing ``deployer.guard`` (the CLI does) rebinds the package attribute to the
-    module, so the second ``deployer.guard(...)`` of a session raised "'module' object is not callable"."""
+    """Regression: a submodule named ``deployer.guard`` rebound the package attribute once imported,
+    so ``deployer.guard(...)`` raised "'module' object is not callable". The module is ``guards``."""
     import importlib
+    import types
 
-    importlib.import_module("deployer.guard")
-    assert callable(deployer.guard)
+    importlib.import_module("deployer.guards")
+    importlib.import_module("deployer.cli")
+    assert callable(deployer.guard) and not isinstance(deployer.guard, types.ModuleType)
     with pytest.raises(SpecError):
         deployer.guard("nothing-to-check")

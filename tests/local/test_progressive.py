@@ -23,7 +23,7 @@ from deployer.protocols import ProviderContext
 from deployer.spec import Spec, Target
 
 from .load import Load, failures_by_release
-from .models import canary, e2e_home, model_spec, spec_dict  # noqa: F401 - e2e_home is a fixture
+from .models import canary, e2e_home_fixture, model_spec, spec_dict  # noqa: F401 - a fixture
 
 NAME = "shop"
 ERROR_GATE = {"type": "metric", "name": "errors", "metric": "error_rate", "max": 0.01, "min_samples": 5}

@@ -38,6 +38,7 @@ from deployer.spec import Autoscaling, MetricGate, Spec
 from deployer_aws import _sdk, guardrails, images
 from deployer_aws import metrics as cw_metrics
 from deployer_aws.errors import aws_errors, error_code, translate
+from deployer_aws.iam import permissions as iam_permissions
 from deployer_aws.options import AwsOptions
 from deployer_aws.sagemaker import (
     BUSY_STATES,
@@ -104,6 +105,8 @@ class AwsProvider:
 
     name: ClassVar[str] = "aws"
     Options: ClassVar[type[BaseModel]] = AwsOptions
+    permissions = staticmethod(iam_permissions)
+    """``deployer iam-policy aws``: the least-privilege policy for the calls this provider makes."""
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx

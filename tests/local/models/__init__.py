@@ -123,11 +123,11 @@ def teardown(home: Path) -> dict[int, str]:
 
 
 
-@pytest.fixture()
-def e2e_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+@pytest.fixture(name="e2e_home")
+def e2e_home_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private ``DEPLOYER_HOME``; afterwards every endpoint is destroyed and nothing may outlive it.
 
-    Import it into a test module (``from .models import e2e_home``) to use it.
+    Import it into a test module (``from .models import e2e_home_fixture``) to use ``e2e_home``.
     """
     home = tmp_path / "home"
     monkeypatch.setenv("DEPLOYER_HOME", str(home))

@@ -17,8 +17,6 @@ Outcomes and CLI exit codes: ``healthy`` 0, ``rolled_back`` 10, ``no_rollback_ta
 from __future__ import annotations
 
 import re
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +73,6 @@ def guard(
 ) -> GuardReport:
     """Judge ``name``'s live release over ``window``; roll back on a failed gate. See the module doc."""
     from deployer import api
-    from deployer.engine import Engine
-    from deployer.gates import GateContext, GateSet
 
     window_s = parse_window(window)
     gates: list[Any] = []
@@ -93,52 +89,50 @@ def guard(
     try:
         _, provider = api._provider_for(ledger, name)
         try:
-            lock = ledger.lock(name, "guard")
-            lock.__enter__()
+            held = ledger.lock(name, "guard")
+            held.__enter__()
         except LockedError as e:
             return GuardReport(name, "locked", reason=f"another operation holds the lock: {e.holder}; did nothing")
         try:
-            live = ledger.live_release(name)
-            if live is None:
-                raise NotFoundError(f"endpoint {name!r} has no live release to guard", hint="deploy it first")
-            gs = GateSet(gates)
-            ctx = GateContext(endpoint=name, release=live.id, provider=provider, baseline=None, window_s=window_s)
-            for result in gs.evaluate_round(ctx):
-                ledger.journal(name, live.id, f"guard:{result.gate}", result.outcome, detail=result.to_dict())
-                if on_event:
-                    event: GateEvaluated = result.to_event(name)
-                    on_event(event)
-            evidence = gs.evidence()
-            decision = gs.decision("during")
-            if decision == "pass":
-                return GuardReport(name, "healthy", live.id, evidence=evidence)
-            if decision != "fail":
-                # the last result says why (e.g. "0 requests in 600s, need 20"), not the tracker's counts
-                reasons = "; ".join(f"{t.name}: {t.last.reason}" for t in gs.trackers
-                                    if t.last is not None and t.last.outcome != "pass")
-                return GuardReport(name, "inconclusive", live.id, reason=reasons, evidence=evidence)
-            reason = "guard: " + "; ".join(f"{k}: {v}" for k, v in gs.reasons("during").items())
-            try:
-                target = ledger.rollback_target(name, exclude=live.id)
-            except NoPreviousReleaseError:
-                ledger.set_release(name, live.id, reason=reason, evidence=evidence)
-                return GuardReport(name, "no_rollback_target", live.id, reason=reason, evidence=evidence)
-            engine = Engine(provider, ledger, on_event=on_event, notify_url=notify_url)
-            out = engine.rollback(name, to=target.id, reason=reason)
-            ledger.set_release(name, live.id, outcome="failed", evidence=evidence)
-            return GuardReport(name, "rolled_back", live.id, out.release, reason, evidence)
+            return _judge(name, gates, window_s, ledger, provider, notify_url, on_event)
         finally:
-            lock.__exit__(None, None, None)
+            held.__exit__(None, None, None)
     finally:
         ledger.close()
 
 
-class _CallableModule(types.ModuleType):
-    """``deployer.guard`` is both this module and the verb: once the module is imported, Python binds
-    the package attribute ``deployer.guard`` to the module, so the module must be callable too."""
+def _judge(name: str, gates: list[Any], window_s: float, ledger: Any, provider: Any, notify_url: str | None,
+           on_event: EventFn | None) -> GuardReport:
+    """Evaluate the gates once on the live release; roll back on failure. The caller holds the lock."""
+    from deployer.engine import Engine
+    from deployer.gates import GateContext, GateSet
 
-    def __call__(self, name: str, **kwargs: Any) -> GuardReport:
-        return guard(name, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+    live = ledger.live_release(name)
+    if live is None:
+        raise NotFoundError(f"endpoint {name!r} has no live release to guard", hint="deploy it first")
+    gs = GateSet(gates)
+    ctx = GateContext(endpoint=name, release=live.id, provider=provider, baseline=None, window_s=window_s)
+    for result in gs.evaluate_round(ctx):
+        ledger.journal(name, live.id, f"guard:{result.gate}", result.outcome, detail=result.to_dict())
+        if on_event:
+            event: GateEvaluated = result.to_event(name)
+            on_event(event)
+    evidence = gs.evidence()
+    decision = gs.decision("during")
+    if decision == "pass":
+        return GuardReport(name, "healthy", live.id, evidence=evidence)
+    if decision != "fail":
+        # the last result says why (e.g. "0 requests in 600s, need 20"), not the tracker's counts
+        reasons = "; ".join(f"{t.name}: {t.last.reason}" for t in gs.trackers
+                            if t.last is not None and t.last.outcome != "pass")
+        return GuardReport(name, "inconclusive", live.id, reason=reasons, evidence=evidence)
+    reason = "guard: " + "; ".join(f"{k}: {v}" for k, v in gs.reasons("during").items())
+    try:
+        target = ledger.rollback_target(name, exclude=live.id)
+    except NoPreviousReleaseError:
+        ledger.set_release(name, live.id, reason=reason, evidence=evidence)
+        return GuardReport(name, "no_rollback_target", live.id, reason=reason, evidence=evidence)
+    engine = Engine(provider, ledger, on_event=on_event, notify_url=notify_url)
+    out = engine.rollback(name, to=target.id, reason=reason)
+    ledger.set_release(name, live.id, outcome="failed", evidence=evidence)
+    return GuardReport(name, "rolled_back", live.id, out.release, reason, evidence)
