@@ -51,8 +51,10 @@ def _provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
     row = ledger.endpoint(name)
     if row is None:
         known = ", ".join(e.name for e in ledger.endpoints()) or "none"
-        raise NotFoundError(f"no endpoint named {name!r} in the ledger at {ledger.path} (known: {known})",
-                            hint="check the name, or point --state / DEPLOYER_HOME at the right ledger")
+        raise NotFoundError(
+            f"no endpoint named {name!r} in the ledger at {ledger.path} (known: {known})",
+            hint="check the name, or point --state / DEPLOYER_HOME at the right ledger",
+        )
     target = Target.model_validate({k: v for k, v in row.target.items() if k != "options"})
     return row, make_provider(target, row.target.get("options") or {})
 
@@ -85,20 +87,24 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
     if spec.strategy.native and not provider.capabilities.native_rollout:
         from deployer.errors import CapabilityError
 
-        raise CapabilityError(f"strategy.native: {provider.capabilities.reason('native_rollout')}",
-                              hint="remove strategy.native to let deployer run the rollout")
+        raise CapabilityError(
+            f"strategy.native: {provider.capabilities.reason('native_rollout')}",
+            hint="remove strategy.native to let deployer run the rollout",
+        )
     artifact: ArtifactRef | None = None
     upload = None
     packaged = None
     if spec.model.path is not None or spec.model.obj is not None:
         packaged = (
-            artifacts.package(Path(spec.model.path)) if spec.model.path is not None
+            artifacts.package(Path(spec.model.path))
+            if spec.model.path is not None
             else artifacts.package_object(spec.model.obj)
         )
         store = provider.store()
         found = store.find(packaged.digest)
         artifact = found or ArtifactRef(digest=packaged.digest, uri="", size=packaged.size)
         if found is None:
+
             def report(done: int, total: int) -> None:
                 if on_event:
                     on_event(Progress(spec.name, task="upload", done=done, total=total))
@@ -126,15 +132,17 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
 # ---- verbs --------------------------------------------------------------------------------------
 
 
-def apply(spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None,
-          timeout_s: float = 1800.0) -> Endpoint:
+def apply(
+    spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None, timeout_s: float = 1800.0
+) -> Endpoint:
     """Converge the endpoint to ``spec`` (plan + apply under the endpoint lock); return its handle."""
     outcome = apply_outcome(spec, env=env, on_event=on_event, timeout_s=timeout_s)
     return Endpoint(outcome.endpoint, state=to_spec(spec, env).state.path, last=outcome)
 
 
-def apply_outcome(spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None,
-                  timeout_s: float = 1800.0) -> Outcome:
+def apply_outcome(
+    spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None, timeout_s: float = 1800.0
+) -> Outcome:
     s = to_spec(spec, env)
     prep = prepare(s, on_event)
     ledger = open_ledger(s.state.path)
@@ -201,17 +209,25 @@ def deploy(
         source["obj"] = model
     tgt = target if isinstance(target, Target) else Target(provider=target)
     data: dict[str, Any] = {
-        "name": name, "target": tgt.model_dump(), "model": source, "resources": {"replicas": replicas},
+        "name": name,
+        "target": tgt.model_dump(),
+        "model": source,
+        "resources": {"replicas": replicas},
         "strategy": {"type": strategy} if isinstance(strategy, str) else (strategy or {}),
-        "autoscaling": autoscaling, "gates": gates or [], "tags": tags or {},
-        "provider_options": provider_options or {}, "state": {"path": state},
+        "autoscaling": autoscaling,
+        "gates": gates or [],
+        "tags": tags or {},
+        "provider_options": provider_options or {},
+        "state": {"path": state},
     }
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:
         raise spec_error(e) from None
     if spec.model.path and not Path(spec.model.path).exists():
-        raise SpecError("model.path", f"{spec.model.path} does not exist", fix="pass an existing file or a model object")
+        raise SpecError(
+            "model.path", f"{spec.model.path} does not exist", fix="pass an existing file or a model object"
+        )
     return apply(spec, on_event=on_event, timeout_s=timeout_s)
 
 
@@ -234,8 +250,12 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "endpoint": self.endpoint, "provider": self.provider, "url": self.url, "live": self.live,
-            "traffic": self.traffic, "lock_holder": self.lock_holder,
+            "endpoint": self.endpoint,
+            "provider": self.provider,
+            "url": self.url,
+            "live": self.live,
+            "traffic": self.traffic,
+            "lock_holder": self.lock_holder,
             "health": self.observed.status if self.observed else "absent",
             "replicas": self.observed.replicas if self.observed else 0,
             "releases": self.releases,
@@ -250,13 +270,25 @@ def status(name: str, *, state: str | None = None) -> Status:
         observed = provider.observe(name) if row.destroyed_at is None else None
         live = ledger.live_release(name)
         rels = [
-            {"id": r.id, "status": r.status,
-             "provider_status": observed.releases[r.id].status if observed and r.id in observed.releases else None,
-             "weight": (observed.traffic if observed else Traffic()).weights.get(r.id, 0)}
-            for r in ledger.releases(name) if r.running or r.status in ("live", "deploying")
+            {
+                "id": r.id,
+                "status": r.status,
+                "provider_status": observed.releases[r.id].status if observed and r.id in observed.releases else None,
+                "weight": (observed.traffic if observed else Traffic()).weights.get(r.id, 0),
+            }
+            for r in ledger.releases(name)
+            if r.running or r.status in ("live", "deploying")
         ]
-        return Status(name, row.provider, observed.url if observed else None, live.id if live else None,
-                      dict(observed.traffic.weights) if observed else {}, observed, ledger.lock_holder(name), rels)
+        return Status(
+            name,
+            row.provider,
+            observed.url if observed else None,
+            live.id if live else None,
+            dict(observed.traffic.weights) if observed else {},
+            observed,
+            ledger.lock_holder(name),
+            rels,
+        )
     finally:
         ledger.close()
 
@@ -283,24 +315,41 @@ def _with_engine(name: str, state: str | None, purpose: str, on_event: EventFn |
         ledger.close()
 
 
-def rollback(name: str, *, to: str | None = None, state: str | None = None, on_event: EventFn | None = None,
-             reason: str = "manual rollback") -> Outcome:
+def rollback(
+    name: str,
+    *,
+    to: str | None = None,
+    state: str | None = None,
+    on_event: EventFn | None = None,
+    reason: str = "manual rollback",
+) -> Outcome:
     """Serve the previous good release (or ``to``) again: one route when it still runs."""
     return _with_engine(name, state, "rollback", on_event, lambda e: e.rollback(name, to=to, reason=reason))
 
 
-def scale(name: str, *, min: int, max: int | None = None, target_value: float | None = None,
-          state: str | None = None, on_event: EventFn | None = None) -> Outcome:
+def scale(
+    name: str,
+    *,
+    min: int,
+    max: int | None = None,
+    target_value: float | None = None,
+    state: str | None = None,
+    on_event: EventFn | None = None,
+) -> Outcome:
     """Set the replica bounds of the live release."""
     from pydantic import ValidationError
 
     from deployer.config import spec_error
 
     try:
-        auto = Autoscaling.model_validate({
-            "min": min, "max": max if max is not None else builtins.max(min, 1), "scale_to_zero": min == 0,
-            **({"target_value": target_value} if target_value else {}),
-        })
+        auto = Autoscaling.model_validate(
+            {
+                "min": min,
+                "max": max if max is not None else builtins.max(min, 1),
+                "scale_to_zero": min == 0,
+                **({"target_value": target_value} if target_value else {}),
+            }
+        )
     except ValidationError as e:
         err = spec_error(e)
         raise SpecError(f"autoscaling.{err.field}" if err.field else "autoscaling", err.message, fix=err.fix) from None

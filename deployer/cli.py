@@ -84,7 +84,9 @@ class Renderer:
             self._gates[event.gate] = event
             if not self._draw_table():
                 color = {"pass": "green", "fail": "red"}.get(event.outcome, "yellow")
-                self.console.print(f"  gate {event.gate} on {event.release}: [{color}]{event.outcome}[/] {event.reason}")
+                self.console.print(
+                    f"  gate {event.gate} on {event.release}: [{color}]{event.outcome}[/] {event.reason}"
+                )
         elif kind == "rolled_back":
             self.console.print(f"[yellow]↩ rolled back {event.from_release} -> {event.to_release}: {event.reason}[/]")
         elif kind == "promoted":
@@ -109,10 +111,18 @@ class Renderer:
             rel, weight = traffic[i] if i < len(traffic) else ("", None)
             g = gates[i] if i < len(gates) else None
             color = {"pass": "green", "fail": "red"}.get(g.outcome, "yellow") if g else ""
-            observed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                 for k, v in g.observed.items()) if g else ""
-            table.add_row(rel, "" if weight is None else f"{weight}%", g.gate if g else "",
-                          f"[{color}]{g.outcome}[/]" if g else "", (observed or (g.reason if g else ""))[:60])
+            observed = (
+                ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in g.observed.items())
+                if g
+                else ""
+            )
+            table.add_row(
+                rel,
+                "" if weight is None else f"{weight}%",
+                g.gate if g else "",
+                f"[{color}]{g.outcome}[/]" if g else "",
+                (observed or (g.reason if g else ""))[:60],
+            )
         if self._live is None:
             self._live = Live(table, console=self.console, refresh_per_second=8, transient=False)
             self._live.start()
@@ -124,8 +134,14 @@ class Renderer:
         if self._progress is None:
             from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-            self._progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), console=self.console, transient=True)
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._progress.start()
             self._task = self._progress.add_task(event.task, total=event.total)
         self._progress.update(self._task, completed=event.done, total=event.total)
@@ -190,9 +206,13 @@ def cli() -> None:
 @click.argument("spec", type=click.Path())
 @env_opt
 @json_opt
-@click.option("--timeout", default=1800.0, show_default=True,
-              help="Deadline in seconds for each wait (a release becoming ready: the lower of this and "
-                   "strategy.ready_timeout_s).")
+@click.option(
+    "--timeout",
+    default=1800.0,
+    show_default=True,
+    help="Deadline in seconds for each wait (a release becoming ready: the lower of this and "
+    "strategy.ready_timeout_s).",
+)
 def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
     """Plan and apply SPEC: roll out a new release if anything changed."""
 
@@ -254,7 +274,9 @@ def status(name: str, state: str | None, as_json: bool) -> None:
             r.console.print(f"[bold]{name}[/] on {s.provider}: {d['health']}  {s.url or ''}")
             r.console.print(f"  live: {s.live}   replicas: {d['replicas']}")
             for rel in s.releases:
-                r.console.print(f"  {rel['id']}  {rel['status']:<11} {rel['provider_status'] or '-':<9} {rel['weight']}%")
+                r.console.print(
+                    f"  {rel['id']}  {rel['status']:<11} {rel['provider_status'] or '-':<9} {rel['weight']}%"
+                )
             if s.lock_holder:
                 r.console.print(f"  locked by {s.lock_holder}")
 
@@ -283,8 +305,15 @@ def history(name: str, state: str | None, as_json: bool) -> None:
             t = Table("release", "status", "outcome", "actor", "created", "artifact", "reason")
             for x in rows:
                 created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x.created_at))
-                t.add_row(x.id, x.status, x.outcome or "", x.actor, created,
-                          (x.artifact_digest or "")[:12], (x.reason or "")[:60])
+                t.add_row(
+                    x.id,
+                    x.status,
+                    x.outcome or "",
+                    x.actor,
+                    created,
+                    (x.artifact_digest or "")[:12],
+                    (x.reason or "")[:60],
+                )
             from rich.console import Console
 
             Console().print(t)
@@ -355,8 +384,17 @@ def destroy(name: str, state: str | None, as_json: bool) -> None:
 @click.option("--notify", "notify_url", default=None, help="Slack-compatible webhook called on rollback.")
 @state_opt
 @json_opt
-def guard(name: str, max_error_rate: float | None, max_p99_ms: float | None, window: str, min_samples: int,
-          gates_from: str | None, notify_url: str | None, state: str | None, as_json: bool) -> None:
+def guard(
+    name: str,
+    max_error_rate: float | None,
+    max_p99_ms: float | None,
+    window: str,
+    min_samples: int,
+    gates_from: str | None,
+    notify_url: str | None,
+    state: str | None,
+    as_json: bool,
+) -> None:
     """Judge the live release over a window; roll back if unhealthy (for cron and CI schedules).
 
     Exit codes: 0 healthy, 10 rolled back, 11 unhealthy with nothing to roll back to,
@@ -366,14 +404,24 @@ def guard(name: str, max_error_rate: float | None, max_p99_ms: float | None, win
     def body(r: Renderer) -> int:
         from deployer.guards import guard as run_guard
 
-        rep = run_guard(name, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms, window=window,
-                        min_samples=min_samples, gates_from=gates_from, notify_url=notify_url, state=state,
-                        on_event=r)
+        rep = run_guard(
+            name,
+            max_error_rate=max_error_rate,
+            max_p99_ms=max_p99_ms,
+            window=window,
+            min_samples=min_samples,
+            gates_from=gates_from,
+            notify_url=notify_url,
+            state=state,
+            on_event=r,
+        )
 
         def human() -> None:
-            r.console.print(f"{name}: {rep.outcome} (release {rep.release})"
-                            + (f" -> {rep.rolled_back_to}" if rep.rolled_back_to else "")
-                            + (f": {rep.reason}" if rep.reason else ""))
+            r.console.print(
+                f"{name}: {rep.outcome} (release {rep.release})"
+                + (f" -> {rep.rolled_back_to}" if rep.rolled_back_to else "")
+                + (f": {rep.reason}" if rep.reason else "")
+            )
 
         r.result(rep.to_dict(), human)
         return rep.exit_code
@@ -406,16 +454,25 @@ def serve(spec: str, env: str | None, port: int | None) -> None:
             threading.Thread(target=preload_model, args=(model["path"], flavor), daemon=True).start()
         s = config.validate(data)
         if s.target.provider != "local":
-            raise CapabilityError(f"serve runs models on this machine; {spec} targets {s.target.provider!r}",
-                                  hint="use `deployer deploy` for cloud targets")
+            raise CapabilityError(
+                f"serve runs models on this machine; {spec} targets {s.target.provider!r}",
+                hint="use `deployer deploy` for cloud targets",
+            )
         if s.model.path is None:
             raise CapabilityError("serve needs model.path", hint="set model.path to a model file or directory")
         from deployer.local.serve import serve_path
 
         opts = s.provider_options
-        return serve_path(s.model.path, flavor=s.model.flavor, entrypoint=s.model.entrypoint,
-                          host=opts.get("host", "127.0.0.1"), port=port or int(opts.get("port") or 0) or 8080,
-                          workers=s.resources.replicas, token=opts.get("token"), name=s.name)
+        return serve_path(
+            s.model.path,
+            flavor=s.model.flavor,
+            entrypoint=s.model.entrypoint,
+            host=opts.get("host", "127.0.0.1"),
+            port=port or int(opts.get("port") or 0) or 8080,
+            workers=s.resources.replicas,
+            token=opts.get("token"),
+            name=s.name,
+        )
 
     run(False, body)
 
@@ -426,8 +483,9 @@ def serve(spec: str, env: str | None, port: int | None) -> None:
 @click.option("--role-arn", default=None, help="Execution role the provider passes to the platform.")
 @click.option("--region", default=None, help="Region to scope resources to (default: any).")
 @click.option("--account", default=None, help="Account id to scope resources to (default: any).")
-def iam_policy(provider: str, bucket: str | None, role_arn: str | None, region: str | None,
-               account: str | None) -> None:
+def iam_policy(
+    provider: str, bucket: str | None, role_arn: str | None, region: str | None, account: str | None
+) -> None:
     """Print the least-privilege policy for the calls a provider makes."""
 
     def body(r: Renderer) -> None:

@@ -54,7 +54,11 @@ def interpolate(value: Any, env: dict[str, str], path: str = "") -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise SpecError(path, f"environment variable ${{{name}}} is not set", fix=f"export {name}=... or write ${{{name}:-default}}")
+            raise SpecError(
+                path,
+                f"environment variable ${{{name}}} is not set",
+                fix=f"export {name}=... or write ${{{name}:-default}}",
+            )
 
         return _VAR.sub(sub, value)
     return value
@@ -82,7 +86,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         raise SpecError("", f"{path} is empty", fix="write a spec: at least name and model")
     if not isinstance(data, dict):
-        raise SpecError("", f"{path} must hold a mapping at the top, found a {type(data).__name__}", fix="start with 'name: ...'")
+        raise SpecError(
+            "", f"{path} must hold a mapping at the top, found a {type(data).__name__}", fix="start with 'name: ...'"
+        )
     return data
 
 
@@ -97,11 +103,15 @@ def resolve(
     data = dict(data)
     overlays = data.pop("environments", None) or {}
     if not isinstance(overlays, dict):
-        raise SpecError("environments", "must be a mapping of name -> overrides", fix="write environments: {prod: {...}}")
+        raise SpecError(
+            "environments", "must be a mapping of name -> overrides", fix="write environments: {prod: {...}}"
+        )
     if env_name:
         if env_name not in overlays:
             known = ", ".join(sorted(overlays)) or "none"
-            raise SpecError("environments", f"no environment {env_name!r} (defined: {known})", fix="add it or pick a defined one")
+            raise SpecError(
+                "environments", f"no environment {env_name!r} (defined: {known})", fix="add it or pick a defined one"
+            )
         data = deep_merge(data, overlays[env_name])
     data = interpolate(data, dict(os.environ) if environ is None else environ)
     model = data.get("model")
@@ -121,14 +131,19 @@ def validate(data: dict[str, Any], *, check_paths: bool = True) -> Any:
 
     model = data.get("model")
     if isinstance(model, dict) and "obj" in model:
-        raise SpecError("model.obj", "is for model objects passed to deployer.deploy() in Python",
-                        fix="in a spec file, set model.path to the saved model")
+        raise SpecError(
+            "model.obj",
+            "is for model objects passed to deployer.deploy() in Python",
+            fix="in a spec file, set model.path to the saved model",
+        )
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:
         raise spec_error(e) from None
     if check_paths and spec.model.path is not None and not Path(spec.model.path).exists():
-        raise SpecError("model.path", f"{spec.model.path} does not exist", fix="point model.path at the model file or directory")
+        raise SpecError(
+            "model.path", f"{spec.model.path} does not exist", fix="point model.path at the model file or directory"
+        )
     return spec
 
 

@@ -95,9 +95,13 @@ class Engine:
             from deployer.notify import notify
 
             sent = notify(self.notify_url, event)
-            self.ledger.journal(event.endpoint, getattr(event, "release", None) or getattr(event, "to_release", None),
-                                "notify", "done" if sent else "failed",
-                                detail={"event": event.kind, "error": getattr(sent, "error", None)})
+            self.ledger.journal(
+                event.endpoint,
+                getattr(event, "release", None) or getattr(event, "to_release", None),
+                "notify",
+                "done" if sent else "failed",
+                detail={"event": event.kind, "error": getattr(sent, "error", None)},
+            )
 
     def call(self, fn: Callable[[], T]) -> T:
         return retry.call(fn, sleep=self.clock.sleep)
@@ -156,11 +160,15 @@ class Engine:
             digest = release.artifact.digest
             found = self.call(lambda: self.provider.store().find(digest))
             if found is None:
-                raise NoPreviousReleaseError(f"the artifact sha256:{digest[:12]} of {release.id} is not in the store",
-                                             hint="deploy the model again from its spec")
+                raise NoPreviousReleaseError(
+                    f"the artifact sha256:{digest[:12]} of {release.id} is not in the store",
+                    hint="deploy the model again from its spec",
+                )
             release = release.model_copy(update={"artifact": found})
         op = self.call(lambda: self.provider.deploy_release(release, traffic))
-        self.ledger.journal(release.endpoint, release.id, f"deploy_release:{release.id}", "sent", operation=op.model_dump())
+        self.ledger.journal(
+            release.endpoint, release.id, f"deploy_release:{release.id}", "sent", operation=op.model_dump()
+        )
         self.wait(op, f"release {release.id}", timeout_s)
         self.ledger.set_release(release.endpoint, release.id, running=True)
         observed = self.call(lambda: self.provider.observe(release.endpoint))
@@ -283,13 +291,16 @@ class Engine:
         if rollout is None or not self.provider.capabilities.native_rollout:
             raise CapabilityError(f"strategy.native: {self.provider.capabilities.reason('native_rollout')}")
         op = self.call(lambda: rollout(release, baseline, spec))
-        self.ledger.journal(release.endpoint, release.id, f"native_rollout:{release.id}", "sent",
-                            operation=op.model_dump())
-        status = wait_for(op, self.provider.poll, timeout_s=min(spec.strategy.ready_timeout_s, self.timeout_s),
-                          clock=self.clock)
+        self.ledger.journal(
+            release.endpoint, release.id, f"native_rollout:{release.id}", "sent", operation=op.model_dump()
+        )
+        status = wait_for(
+            op, self.provider.poll, timeout_s=min(spec.strategy.ready_timeout_s, self.timeout_s), clock=self.clock
+        )
         if status.state == "failed":
-            raise ProviderError(f"the platform rolled back {release.id}: {status.message or 'no reason given'}",
-                                code="NativeRollback")
+            raise ProviderError(
+                f"the platform rolled back {release.id}: {status.message or 'no reason given'}", code="NativeRollback"
+            )
         self.ledger.set_release(release.endpoint, release.id, running=True)
         if baseline is not None:
             self.ledger.set_release(release.endpoint, baseline, running=False)
@@ -305,8 +316,11 @@ class Engine:
             if digest in done:
                 continue
             store = self.provider.store()
-            self.step(endpoint, Step("prune", rid, note=f"artifact sha256:{digest[:12]}"),
-                      partial(self.call, partial(store.delete, digest)))
+            self.step(
+                endpoint,
+                Step("prune", rid, note=f"artifact sha256:{digest[:12]}"),
+                partial(self.call, partial(store.delete, digest)),
+            )
             self.ledger.mark_pruned(endpoint, digest)
             done.add(digest)
 
@@ -316,8 +330,14 @@ class Engine:
         if live is not None and traffic.weights.get(rid, 0) > 0:
             self.route(endpoint, Traffic.all_to(live.id))
         self.retire(endpoint, rid)
-        self.ledger.set_release(endpoint, rid, status="abandoned", outcome="abandoned",
-                                reason="interrupted rollout replaced by a different spec", finished=True)
+        self.ledger.set_release(
+            endpoint,
+            rid,
+            status="abandoned",
+            outcome="abandoned",
+            reason="interrupted rollout replaced by a different spec",
+            finished=True,
+        )
         return {"returned_to": live.id if live else None}
 
     def _bake(self, spec: Spec, plan: Plan, step: Step) -> dict[str, Any]:
@@ -340,10 +360,16 @@ class Engine:
                     self.route(endpoint, Traffic.split(release.id, w, baseline) if w else Traffic.all_to(baseline))
                 self.emit(RolledBack(endpoint, from_release=release.id, to_release=baseline, reason=str(error)))
             status = "failed"
-            self.ledger.set_release(endpoint, release.id, status=status, outcome="failed", reason=str(error),
-                                    evidence=evidence, finished=True)
-            self.ledger.journal(endpoint, release.id, "rollback", "done",
-                                detail={"to": baseline, "reason": str(error)})
+            self.ledger.set_release(
+                endpoint,
+                release.id,
+                status=status,
+                outcome="failed",
+                reason=str(error),
+                evidence=evidence,
+                finished=True,
+            )
+            self.ledger.journal(endpoint, release.id, "rollback", "done", detail={"to": baseline, "reason": str(error)})
             if spec.strategy.retire_failed and baseline is not None:
                 self.retire(endpoint, release.id)
         except DeployerError as cleanup:
@@ -353,35 +379,52 @@ class Engine:
 
     # ---- other verbs -----------------------------------------------------------------------
 
-    def rollback(self, endpoint: str, to: str | None = None, reason: str = "manual rollback",
-                 retire_current: bool = False) -> Outcome:
+    def rollback(
+        self, endpoint: str, to: str | None = None, reason: str = "manual rollback", retire_current: bool = False
+    ) -> Outcome:
         """Make ``to`` (default: the newest superseded release) live. The caller holds the lock.
 
         One route when the target still runs; otherwise redeploy it from its stored artifact first.
         """
         live = self.ledger.live_release(endpoint)
-        target = self.ledger.release(endpoint, to) if to else self.ledger.rollback_target(endpoint, exclude=live.id if live else None)
+        target = (
+            self.ledger.release(endpoint, to)
+            if to
+            else self.ledger.rollback_target(endpoint, exclude=live.id if live else None)
+        )
         if target is None:
-            raise NoPreviousReleaseError(f"release {to!r} of {endpoint!r} is not in the ledger",
-                                         hint="see `deployer history`")
+            raise NoPreviousReleaseError(
+                f"release {to!r} of {endpoint!r} is not in the ledger", hint="see `deployer history`"
+            )
         if target.status not in ("superseded", "rolled_back", "live"):
             raise NoPreviousReleaseError(
                 f"release {target.id} of {endpoint!r} is {target.status}: only a release that was live can serve again",
-                hint="see `deployer history` for releases that were live")
+                hint="see `deployer history` for releases that were live",
+            )
         if live is not None and target.id == live.id:
             return Outcome(endpoint, target.id, "unchanged")
         observed = self.call(lambda: self.provider.observe(endpoint))
-        running = observed is not None and target.id in observed.releases and observed.releases[target.id].status == "ready"
+        running = (
+            observed is not None and target.id in observed.releases and observed.releases[target.id].status == "ready"
+        )
         if not running:
             hold = observed.traffic if observed and observed.traffic.weights else Traffic.all_to(target.id)
-            self.step(endpoint, Step("deploy_release", target.id, note="redeploy for rollback"),
-                      lambda: self.bring_up(target.release, hold, self.timeout_s))
-        self.step(endpoint, Step("route", target.id, weights={target.id: 100}),
-                  lambda: self.route(endpoint, Traffic.all_to(target.id)))
+            self.step(
+                endpoint,
+                Step("deploy_release", target.id, note="redeploy for rollback"),
+                lambda: self.bring_up(target.release, hold, self.timeout_s),
+            )
+        self.step(
+            endpoint,
+            Step("route", target.id, weights={target.id: 100}),
+            lambda: self.route(endpoint, Traffic.all_to(target.id)),
+        )
         if live is not None:
             self.ledger.set_release(endpoint, live.id, status="rolled_back", reason=reason)
         self.ledger.set_release(endpoint, target.id, status="live", reason=f"rolled back to: {reason}")
-        self.ledger.journal(endpoint, target.id, "rollback", "done", detail={"from": live.id if live else None, "reason": reason})
+        self.ledger.journal(
+            endpoint, target.id, "rollback", "done", detail={"from": live.id if live else None, "reason": reason}
+        )
         self.emit(RolledBack(endpoint, from_release=live.id if live else None, to_release=target.id, reason=reason))
         if live is not None and retire_current:
             self.step(endpoint, Step("retire_release", live.id), lambda: self.retire(endpoint, live.id))
@@ -411,7 +454,9 @@ class Engine:
                 if row.status == "live":
                     self.ledger.set_release(endpoint, row.id, status="superseded", reason="endpoint destroyed")
                 if row.status == "deploying":
-                    self.ledger.set_release(endpoint, row.id, status="abandoned", reason="endpoint destroyed", finished=True)
+                    self.ledger.set_release(
+                        endpoint, row.id, status="abandoned", reason="endpoint destroyed", finished=True
+                    )
             self.ledger.mark_destroyed(endpoint)
 
         self.step(endpoint, Step("destroy"), lambda: do())

@@ -43,8 +43,14 @@ def bake(engine: Engine, spec: Spec, release: str, baseline: str | None, bake_s:
         now = clock.now()
         clock.sleep(max(0.0, min(interval, hard_end - now)))
         window = max(1.0, clock.now() - start)
-        ctx = GateContext(endpoint=endpoint, release=release, provider=engine.provider, baseline=baseline,
-                          window_s=window, weight=current)
+        ctx = GateContext(
+            endpoint=endpoint,
+            release=release,
+            provider=engine.provider,
+            baseline=baseline,
+            window_s=window,
+            weight=current,
+        )
         for result in gates.evaluate_round(ctx):
             engine.ledger.journal(endpoint, release, f"gate:{result.gate}", result.outcome, detail=result.to_dict())
             engine.emit(result.to_event(endpoint))

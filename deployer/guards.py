@@ -43,8 +43,12 @@ class GuardReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "endpoint": self.endpoint, "outcome": self.outcome, "release": self.release,
-            "rolled_back_to": self.rolled_back_to, "reason": self.reason, "evidence": self.evidence,
+            "endpoint": self.endpoint,
+            "outcome": self.outcome,
+            "release": self.release,
+            "rolled_back_to": self.rolled_back_to,
+            "reason": self.reason,
+            "evidence": self.evidence,
             "exit_code": self.exit_code,
         }
 
@@ -83,8 +87,9 @@ def guard(
     if gates_from is not None:
         gates.extend(api.to_spec(gates_from).gates)
     if not gates:
-        raise SpecError("gates", "guard has nothing to check",
-                        fix="pass --max-error-rate, --max-p99-ms or --gates-from SPEC")
+        raise SpecError(
+            "gates", "guard has nothing to check", fix="pass --max-error-rate, --max-p99-ms or --gates-from SPEC"
+        )
     ledger = api.open_ledger(state)
     try:
         _, provider = api._provider_for(ledger, name)
@@ -101,8 +106,15 @@ def guard(
         ledger.close()
 
 
-def _judge(name: str, gates: list[Any], window_s: float, ledger: Any, provider: Any, notify_url: str | None,
-           on_event: EventFn | None) -> GuardReport:
+def _judge(
+    name: str,
+    gates: list[Any],
+    window_s: float,
+    ledger: Any,
+    provider: Any,
+    notify_url: str | None,
+    on_event: EventFn | None,
+) -> GuardReport:
     """Evaluate the gates once on the live release; roll back on failure. The caller holds the lock."""
     from deployer.engine import Engine
     from deployer.gates import GateContext, GateSet
@@ -123,8 +135,9 @@ def _judge(name: str, gates: list[Any], window_s: float, ledger: Any, provider: 
         return GuardReport(name, "healthy", live.id, evidence=evidence)
     if decision != "fail":
         # the last result says why (e.g. "0 requests in 600s, need 20"), not the tracker's counts
-        reasons = "; ".join(f"{t.name}: {t.last.reason}" for t in gs.trackers
-                            if t.last is not None and t.last.outcome != "pass")
+        reasons = "; ".join(
+            f"{t.name}: {t.last.reason}" for t in gs.trackers if t.last is not None and t.last.outcome != "pass"
+        )
         return GuardReport(name, "inconclusive", live.id, reason=reasons, evidence=evidence)
     reason = "guard: " + "; ".join(f"{k}: {v}" for k, v in gs.reasons("during").items())
     try:

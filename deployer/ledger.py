@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS locks (
 );
 """
 
+
 def actor() -> str:
     """Who acts: ``$DEPLOYER_ACTOR`` or ``user@host``."""
     explicit = os.environ.get("DEPLOYER_ACTOR")
@@ -154,7 +155,9 @@ class Ledger:
             self.db.execute("PRAGMA busy_timeout=10000")
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
-            raise LedgerError(f"cannot open the ledger at {self.path}: {e}", hint="check the path and its permissions") from e
+            raise LedgerError(
+                f"cannot open the ledger at {self.path}: {e}", hint="check the path and its permissions"
+            ) from e
         self.actor = actor()
 
     def close(self) -> None:
@@ -233,8 +236,15 @@ class Ledger:
         if r is None:
             return None
         return EndpointRow(
-            name=r[0], provider=r[1], target=json.loads(r[2]), url=r[3], meta=json.loads(r[4]),
-            traffic=Traffic(weights=json.loads(r[5])), created_at=r[6], updated_at=r[7], destroyed_at=r[8],
+            name=r[0],
+            provider=r[1],
+            target=json.loads(r[2]),
+            url=r[3],
+            meta=json.loads(r[4]),
+            traffic=Traffic(weights=json.loads(r[5])),
+            created_at=r[6],
+            updated_at=r[7],
+            destroyed_at=r[8],
         )
 
     def endpoints(self) -> list[EndpointRow]:
@@ -253,8 +263,19 @@ class Ledger:
         self.db.execute(
             "INSERT INTO releases(endpoint, id, seq, fingerprint, spec_hash, artifact_digest, release, status, "
             "running, actor, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (release.endpoint, release.id, seq, release.fingerprint, spec_hash, digest,
-             release.model_dump_json(), "deploying", 0, self.actor, time.time()),
+            (
+                release.endpoint,
+                release.id,
+                seq,
+                release.fingerprint,
+                spec_hash,
+                digest,
+                release.model_dump_json(),
+                "deploying",
+                0,
+                self.actor,
+                time.time(),
+            ),
         )
         row = self.release(release.endpoint, release.id)
         assert row is not None
@@ -264,8 +285,12 @@ class Ledger:
         """Store the release record again (after upload fills in the artifact's stored URI)."""
         self.db.execute(
             "UPDATE releases SET release=?, artifact_digest=? WHERE endpoint=? AND id=?",
-            (release.model_dump_json(), release.artifact.digest if release.artifact else None,
-             release.endpoint, release.id),
+            (
+                release.model_dump_json(),
+                release.artifact.digest if release.artifact else None,
+                release.endpoint,
+                release.id,
+            ),
         )
 
     def set_release(
@@ -296,7 +321,9 @@ class Ledger:
             sets.append("finished_at=?")
             args.append(time.time())
         if sets:
-            self.db.execute(f"UPDATE releases SET {', '.join(sets)} WHERE endpoint=? AND id=?", (*args, endpoint, release_id))
+            self.db.execute(
+                f"UPDATE releases SET {', '.join(sets)} WHERE endpoint=? AND id=?", (*args, endpoint, release_id)
+            )
 
     def release(self, endpoint: str, release_id: str) -> ReleaseRow | None:
         r = self.db.execute("SELECT * FROM releases WHERE endpoint=? AND id=?", (endpoint, release_id)).fetchone()
@@ -358,9 +385,18 @@ class Ledger:
         detail: dict[str, Any] | None = None,
     ) -> int:
         cur = db.execute(
-            "INSERT INTO operations(endpoint, release, step, phase, operation, detail, actor, at) VALUES (?,?,?,?,?,?,?,?)",
-            (endpoint, release, step, phase, json.dumps(operation) if operation else None,
-             json.dumps(detail, default=str) if detail else None, self.actor, time.time()),
+            "INSERT INTO operations(endpoint, release, step, phase, operation, detail, actor, at) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (
+                endpoint,
+                release,
+                step,
+                phase,
+                json.dumps(operation) if operation else None,
+                json.dumps(detail, default=str) if detail else None,
+                self.actor,
+                time.time(),
+            ),
         )
         return int(cur.lastrowid or 0)
 
@@ -370,9 +406,15 @@ class Ledger:
         ).fetchall()
         return [
             OperationRow(
-                id=r[0], endpoint=r[1], release=r[2], step=r[3], phase=r[4],
-                operation=json.loads(r[5]) if r[5] else None, detail=json.loads(r[6]) if r[6] else None,
-                actor=r[7], at=r[8],
+                id=r[0],
+                endpoint=r[1],
+                release=r[2],
+                step=r[3],
+                phase=r[4],
+                operation=json.loads(r[5]) if r[5] else None,
+                detail=json.loads(r[6]) if r[6] else None,
+                actor=r[7],
+                at=r[8],
             )
             for r in reversed(rows)
         ]
@@ -387,12 +429,15 @@ class Ledger:
         running = {r[0] for r in self.db.execute("SELECT artifact_digest FROM releases WHERE running=1")}
         rows = self.db.execute(
             "SELECT id, artifact_digest FROM releases WHERE endpoint=? AND artifact_pruned=0 "
-            "AND artifact_digest IS NOT NULL AND running=0 ORDER BY seq", (endpoint,)
+            "AND artifact_digest IS NOT NULL AND running=0 ORDER BY seq",
+            (endpoint,),
         ).fetchall()
         return [(rid, d) for rid, d in rows if d not in keep_digests and d not in running]
 
     def mark_pruned(self, endpoint: str, digest: str) -> None:
-        self.db.execute("UPDATE releases SET artifact_pruned=1 WHERE endpoint=? AND artifact_digest=?", (endpoint, digest))
+        self.db.execute(
+            "UPDATE releases SET artifact_pruned=1 WHERE endpoint=? AND artifact_digest=?", (endpoint, digest)
+        )
 
     def referenced_digests(self, keep: int) -> set[str]:
         """Artifact digests the ledger still names as rollback targets or live, per endpoint the newest ``keep``."""
@@ -409,9 +454,21 @@ class Ledger:
 
 def _release_row(r: tuple[Any, ...]) -> ReleaseRow:
     return ReleaseRow(
-        endpoint=r[0], id=r[1], seq=r[2], fingerprint=r[3], spec_hash=r[4], artifact_digest=r[5],
-        release=Release.model_validate_json(r[6]), status=r[7], running=bool(r[8]), actor=r[9],
-        created_at=r[10], finished_at=r[11], outcome=r[12], reason=r[13], evidence=json.loads(r[14]),
+        endpoint=r[0],
+        id=r[1],
+        seq=r[2],
+        fingerprint=r[3],
+        spec_hash=r[4],
+        artifact_digest=r[5],
+        release=Release.model_validate_json(r[6]),
+        status=r[7],
+        running=bool(r[8]),
+        actor=r[9],
+        created_at=r[10],
+        finished_at=r[11],
+        outcome=r[12],
+        reason=r[13],
+        evidence=json.loads(r[14]),
     )
 
 

@@ -15,7 +15,18 @@ from deployer.rollout import traffic_steps
 from deployer.spec import Autoscaling, Spec
 
 StepKind = Literal[
-    "upload", "deploy_release", "route", "bake", "promote", "scale", "retire_release", "abandon", "repair", "destroy", "prune", "native_rollout"
+    "upload",
+    "deploy_release",
+    "route",
+    "bake",
+    "promote",
+    "scale",
+    "retire_release",
+    "abandon",
+    "repair",
+    "destroy",
+    "prune",
+    "native_rollout",
 ]
 
 

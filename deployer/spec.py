@@ -120,7 +120,9 @@ class Strategy(_Model):
     steps: list[CanaryStep] = Field(default_factory=list, description="canary: the weights, ascending, ending at 100.")
     step_percent: int = Field(10, gt=0, le=100, description="linear: percent added per step.")
     interval_s: float = Field(60.0, ge=0, description="linear: seconds between steps.")
-    bake_s: float = Field(0.0, ge=0, description="blue-green: seconds to hold after the switch with instant switch-back.")
+    bake_s: float = Field(
+        0.0, ge=0, description="blue-green: seconds to hold after the switch with instant switch-back."
+    )
     rollback: Literal["snap", "gradual"] = Field("snap", description="Roll back in one route, or step back down.")
     retire_failed: bool = Field(False, description="Retire a failed candidate's resources (else keep for inspection).")
     keep_releases: int = Field(3, ge=1, le=100, description="Releases whose artifacts are kept as rollback targets.")
@@ -279,6 +281,4 @@ class Spec(_Model):
 
     def spec_hash(self) -> str:
         """Hash of the whole spec as written (for the audit trail)."""
-        return hashlib.sha256(
-            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()[:16]
+        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -6,6 +6,7 @@ deploys its own endpoint and destroys it at the end.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable
@@ -98,10 +99,8 @@ class ProviderConformance:
 
         yield Ctx
         for h, spec in made:
-            try:
+            with contextlib.suppress(Exception):  # best-effort cleanup
                 h.destroy(spec)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
 
     def _live(self, path: Path, name: str) -> str | None:
         ledger = Ledger(path)
@@ -208,7 +207,11 @@ class ProviderConformance:
     def test_crash_after_every_step_converges(self, ct: Any) -> None:
         h, spec = ct.new(seed=1)
         h.deploy(spec)
-        v2 = ct.respec(spec, seed=2, strategy={"type": "canary", "steps": [{"weight": 50, "bake_s": 0}, {"weight": 100, "bake_s": 0}]})
+        v2 = ct.respec(
+            spec,
+            seed=2,
+            strategy={"type": "canary", "steps": [{"weight": 50, "bake_s": 0}, {"weight": 100, "bake_s": 0}]},
+        )
         k = 1
         while True:
             try:
@@ -237,8 +240,10 @@ class ProviderConformance:
     def test_canary_with_passing_gates_promotes(self, ct: Any) -> None:
         h, spec = ct.new(seed=1)
         h.deploy(spec)
-        gates = [{"type": "callable", "function": "deployer.testing.gatefns:always_pass"},
-                 {"type": "smoke", "payload": [[0.1] * ct.target.n_features]}]
+        gates = [
+            {"type": "callable", "function": "deployer.testing.gatefns:always_pass"},
+            {"type": "smoke", "payload": [[0.1] * ct.target.n_features]},
+        ]
         strategy = {"type": "canary", "steps": [{"weight": 10, "bake_s": 0.5}, {"weight": 100, "bake_s": 0}]}
         out = h.deploy(ct.respec(spec, seed=2, strategy=strategy, gates=gates))
         assert out.outcome == "deployed" and self._live(ct.target.ledger_path, spec.name) == "r0002"

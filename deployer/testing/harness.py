@@ -116,6 +116,7 @@ class Harness:
 
             def upload() -> ArtifactRef:
                 return store.put(packaged.path, packaged.digest)
+
         return prep, (rec, upload)
 
     def deploy(self, spec: Spec, *, on_event: Any = None, timeout_s: float = 120.0) -> Outcome:

@@ -108,8 +108,7 @@ def test_retry_only_transient() -> None:
 
 
 def _release(rid: str, fp: str = "f1") -> Release:
-    return Release(id=rid, endpoint="ep", fingerprint=fp,
-                   artifact=ArtifactRef(digest="a" * 64, uri="/x", size=1))
+    return Release(id=rid, endpoint="ep", fingerprint=fp, artifact=ArtifactRef(digest="a" * 64, uri="/x", size=1))
 
 
 def test_ledger_lifecycle_and_rollback_target(tmp_path: Path) -> None:
@@ -137,8 +136,9 @@ def test_lock_names_holder_and_dead_holders_are_taken_over(tmp_path: Path) -> No
     assert f"pid {os.getpid()}" in e.value.holder and "deploy" in e.value.holder
     # a lock left by a process that died is taken over, and the takeover is journaled
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    led.db.execute("INSERT INTO locks VALUES ('ep','t','ghost pid 1 (deploy)',?,?,0)",
-                   (int(dead.stdout), os.uname().nodename))
+    led.db.execute(
+        "INSERT INTO locks VALUES ('ep','t','ghost pid 1 (deploy)',?,?,0)", (int(dead.stdout), os.uname().nodename)
+    )
     with other.lock("ep"):
         assert "ghost" not in (other.lock_holder("ep") or "")
     assert any(op.step == "lock" and op.phase == "taken_over" for op in led.operations("ep"))
@@ -175,30 +175,51 @@ def _spec(**extra: object) -> Spec:
 
 
 def _observed(weights: dict[str, int]) -> Observed:
-    return Observed(endpoint="ep", releases={r: ObservedRelease(id=r, status="ready") for r in weights},
-                    traffic=Traffic(weights=weights))
+    return Observed(
+        endpoint="ep",
+        releases={r: ObservedRelease(id=r, status="ready") for r in weights},
+        traffic=Traffic(weights=weights),
+    )
 
 
 def test_plan_noop_when_live_release_matches() -> None:
     live = _release("r0001", "f1")
-    plan = make_plan(_spec(), _release("r0000", "f1"), _observed({"r0001": 100}),
-                     LedgerHead(live=live, next_id="r0002"), artifact_present=True)
+    plan = make_plan(
+        _spec(),
+        _release("r0000", "f1"),
+        _observed({"r0001": 100}),
+        LedgerHead(live=live, next_id="r0002"),
+        artifact_present=True,
+    )
     assert plan.noop and plan.release == live
 
 
 def test_plan_repairs_a_release_the_provider_lost() -> None:
     live = _release("r0001", "f1")
-    plan = make_plan(_spec(), _release("r0000", "f1"), None, LedgerHead(live=live, next_id="r0002"),
-                     artifact_present=True)
+    plan = make_plan(
+        _spec(), _release("r0000", "f1"), None, LedgerHead(live=live, next_id="r0002"), artifact_present=True
+    )
     assert [s.kind for s in plan.steps] == ["repair", "route"]
 
 
 def test_plan_canary_steps_and_retire() -> None:
     spec = _spec(strategy={"type": "canary", "steps": [{"weight": 10, "bake_s": 5}, {"weight": 100, "bake_s": 0}]})
-    plan = make_plan(spec, _release("r0000", "f2"), _observed({"r0001": 100}),
-                     LedgerHead(live=_release("r0001"), next_id="r0002"), artifact_present=False)
-    assert [s.kind for s in plan.steps] == ["upload", "deploy_release", "route", "bake", "route", "promote",
-                                            "retire_release"]
+    plan = make_plan(
+        spec,
+        _release("r0000", "f2"),
+        _observed({"r0001": 100}),
+        LedgerHead(live=_release("r0001"), next_id="r0002"),
+        artifact_present=False,
+    )
+    assert [s.kind for s in plan.steps] == [
+        "upload",
+        "deploy_release",
+        "route",
+        "bake",
+        "route",
+        "promote",
+        "retire_release",
+    ]
     assert plan.steps[2].weights == {"r0001": 90, "r0002": 10} and plan.steps[4].weights == {"r0002": 100}
     assert plan.release is not None and plan.release.id == "r0002" and plan.baseline == "r0001"
 
@@ -206,17 +227,26 @@ def test_plan_canary_steps_and_retire() -> None:
 def test_plan_resumes_interrupted_rollout_from_its_weight() -> None:
     spec = _spec(strategy={"type": "linear", "step_percent": 25, "interval_s": 0})
     flight = _release("r0002", "f2")
-    plan = make_plan(spec, _release("r0000", "f2"), _observed({"r0001": 50, "r0002": 50}),
-                     LedgerHead(live=_release("r0001"), in_flight=flight, next_id="r0003"), artifact_present=True)
+    plan = make_plan(
+        spec,
+        _release("r0000", "f2"),
+        _observed({"r0001": 50, "r0002": 50}),
+        LedgerHead(live=_release("r0001"), in_flight=flight, next_id="r0003"),
+        artifact_present=True,
+    )
     routes = [s.weights for s in plan.steps if s.kind == "route"]
     assert plan.release is not None and plan.release.id == "r0002"
     assert routes == [{"r0001": 50, "r0002": 50}, {"r0001": 25, "r0002": 75}, {"r0002": 100}]
 
 
 def test_plan_abandons_interrupted_rollout_of_another_spec() -> None:
-    plan = make_plan(_spec(), _release("r0000", "f3"), _observed({"r0001": 100}),
-                     LedgerHead(live=_release("r0001"), in_flight=_release("r0002", "f2"), next_id="r0003"),
-                     artifact_present=True)
+    plan = make_plan(
+        _spec(),
+        _release("r0000", "f3"),
+        _observed({"r0001": 100}),
+        LedgerHead(live=_release("r0001"), in_flight=_release("r0002", "f2"), next_id="r0003"),
+        artifact_present=True,
+    )
     assert plan.steps[0].kind == "abandon" and plan.release is not None and plan.release.id == "r0003"
 
 

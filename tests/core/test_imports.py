@@ -35,7 +35,10 @@ def test_no_cloud_sdk_imported(setup: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_help_does_not_import_heavy_modules() -> None:
-    code = "import sys\nfrom deployer.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n" \
-           "print('LOADED:' + ','.join(m for m in ('pydantic','rich','numpy','sklearn','yaml','httpx') if m in sys.modules))"
+    code = (
+        "import sys\nfrom deployer.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('pydantic', 'rich', 'numpy', 'sklearn', 'yaml', 'httpx')\n"
+        "print('LOADED:' + ','.join(m for m in heavy if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "LOADED:", out.stdout
