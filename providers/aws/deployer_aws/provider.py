@@ -213,7 +213,7 @@ class AwsProvider:
         releases = {
             v["VariantName"]: ObservedRelease(
                 id=v["VariantName"],
-                status="ready" if status == "ready" else status,  # type: ignore[arg-type]
+                status="ready" if status == "ready" else status,
                 replicas=int(v.get("CurrentInstanceCount") or 0),
                 message=view.failure if status == "failed" else None,
             )
@@ -222,7 +222,7 @@ class AwsProvider:
         region = self._clients.region
         return Observed(
             endpoint=endpoint,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             url=f"https://runtime.sagemaker.{region}.amazonaws.com/endpoints/{endpoint}/invocations",
             releases=releases,
             traffic=Traffic(weights=view.weights()),
