@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,7 @@ def main() -> int:
         left = teardown(home)
         if left:
             print(f"warning: killed leftover processes {sorted(left)}")
+        shutil.rmtree(work, ignore_errors=True)
 
     floor = 3 * args.bake
     print(f"canary 10/50/100 with {args.bake:g} s bakes and 2 metric gates, under {args.rps:g} req/s "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,7 +64,7 @@ def run(mode: str, work: Path, rounds: int, rps: float) -> dict[str, Any]:
     window_failures = 0
     with Load(url, work / f"load-{mode}.json", seconds=120, concurrency=8, rps=rps, timeline=True) as load:
         load.wait_for(50)
-        for i in range(rounds):
+        for _ in range(rounds):
             time.sleep(1.0)
             live = deployer.status(name).live
             t0 = time.time()
@@ -106,6 +107,7 @@ def main() -> int:
         left = teardown(home)
         if left:
             print(f"warning: killed leftover processes {sorted(left)}")
+        shutil.rmtree(work, ignore_errors=True)
     print(f"rollback under load ({args.rps:g} req/s from a second process, {args.rounds} rounds each)")
     print(f"{'mode':<6} {'to 100% v1 median':>18} {'max':>7} {'command median':>15} {'failed':>7} {'requests':>9}")
     for r in results:

@@ -160,11 +160,13 @@ async def worker(
             stats.record(sent, status, release)
         except _Closed as c:
             stats.record(sent, c.status, c.release)
-            conn = _close(conn)
+            _close(conn)
+            conn = None
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
             stats.transport[type(e).__name__] += 1
             stats.record(sent, 0, None)
-            conn = _close(conn)
+            _close(conn)
+            conn = None
             if not interval:
                 await asyncio.sleep(0.01)
     _close(conn)
@@ -174,7 +176,6 @@ def _close(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> No
     if conn is not None:
         with contextlib.suppress(Exception):
             conn[1].close()
-    return None
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

@@ -128,7 +128,8 @@ def test_sigkill_after_every_journaled_step_then_deploy_again_converges(e2e_home
             live, statuses = ledger_state(e2e_home)
             assert live == rid, (k, statuses)
             assert "deploying" not in statuses.values(), (k, statuses)
-            assert deployer.apply(v2_file).last.outcome == "unchanged"  # type: ignore[union-attr]
+            again = deployer.apply(v2_file).last
+            assert again is not None and again.outcome == "unchanged"
             assert_one_supervisor_and_its_workers(e2e_home)
             # back to v1 for the next round
             deployer.rollback(NAME, to="r0001")
