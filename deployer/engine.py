@@ -278,10 +278,11 @@ class Engine:
         return obs.traffic if obs else Traffic()
 
     def _promote(self, endpoint: str, release: Release, baseline: str | None) -> dict[str, Any]:
-        for row in self.ledger.releases(endpoint):
-            if row.status == "live" and row.id != release.id:
-                self.ledger.set_release(endpoint, row.id, status="superseded")
-        self.ledger.set_release(endpoint, release.id, status="live", outcome="succeeded", finished=True)
+        with self.ledger.transaction():
+            for row in self.ledger.releases(endpoint):
+                if row.status == "live" and row.id != release.id:
+                    self.ledger.set_release(endpoint, row.id, status="superseded")
+            self.ledger.set_release(endpoint, release.id, status="live", outcome="succeeded", finished=True)
         self.emit(Promoted(endpoint, release=release.id))
         return {"baseline": baseline}
 
@@ -359,17 +360,19 @@ class Engine:
                 for w in rollback_steps(spec.strategy, current):
                     self.route(endpoint, Traffic.split(release.id, w, baseline) if w else Traffic.all_to(baseline))
                 self.emit(RolledBack(endpoint, from_release=release.id, to_release=baseline, reason=str(error)))
-            status = "failed"
-            self.ledger.set_release(
-                endpoint,
-                release.id,
-                status=status,
-                outcome="failed",
-                reason=str(error),
-                evidence=evidence,
-                finished=True,
-            )
-            self.ledger.journal(endpoint, release.id, "rollback", "done", detail={"to": baseline, "reason": str(error)})
+            with self.ledger.transaction():
+                self.ledger.set_release(
+                    endpoint,
+                    release.id,
+                    status="failed",
+                    outcome="failed",
+                    reason=str(error),
+                    evidence=evidence,
+                    finished=True,
+                )
+                self.ledger.journal(
+                    endpoint, release.id, "rollback", "done", detail={"to": baseline, "reason": str(error)}
+                )
             if spec.strategy.retire_failed and baseline is not None:
                 self.retire(endpoint, release.id)
         except DeployerError as cleanup:
@@ -419,12 +422,13 @@ class Engine:
             Step("route", target.id, weights={target.id: 100}),
             lambda: self.route(endpoint, Traffic.all_to(target.id)),
         )
-        if live is not None:
-            self.ledger.set_release(endpoint, live.id, status="rolled_back", reason=reason)
-        self.ledger.set_release(endpoint, target.id, status="live", reason=f"rolled back to: {reason}")
-        self.ledger.journal(
-            endpoint, target.id, "rollback", "done", detail={"from": live.id if live else None, "reason": reason}
-        )
+        with self.ledger.transaction():
+            if live is not None:
+                self.ledger.set_release(endpoint, live.id, status="rolled_back", reason=reason)
+            self.ledger.set_release(endpoint, target.id, status="live", reason=f"rolled back to: {reason}")
+            self.ledger.journal(
+                endpoint, target.id, "rollback", "done", detail={"from": live.id if live else None, "reason": reason}
+            )
         self.emit(RolledBack(endpoint, from_release=live.id if live else None, to_release=target.id, reason=reason))
         if live is not None and retire_current:
             self.step(endpoint, Step("retire_release", live.id), lambda: self.retire(endpoint, live.id))

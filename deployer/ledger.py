@@ -164,6 +164,12 @@ class Ledger:
         self.db.close()
 
     @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes in the block land together or not at all (a kill in between changes nothing)."""
+        with self._tx() as db:
+            yield db
+
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
         try:

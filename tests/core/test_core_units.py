@@ -254,3 +254,14 @@ def test_traffic_must_sum_to_100() -> None:
     with pytest.raises(ValueError, match="sum to 100"):
         Traffic(weights={"r0001": 60, "r0002": 30})
     assert Traffic(weights={"r0001": 100, "r0002": 0}) == Traffic.all_to("r0001")
+
+
+def test_ledger_transaction_is_all_or_nothing(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.db")
+    led.add_release(_release("r0001"), spec_hash="s")
+    led.set_release("ep", "r0001", status="live")
+    led.add_release(_release("r0002", "f2"), spec_hash="s")
+    with pytest.raises(RuntimeError), led.transaction():
+        led.set_release("ep", "r0001", status="superseded")
+        raise RuntimeError("killed between the two writes")
+    assert led.live_release("ep") is not None and led.live_release("ep").id == "r0001"  # type: ignore[union-attr]
