@@ -17,9 +17,10 @@ from deployer_aws.provider import AwsProvider
 from moto import mock_aws
 
 from deployer.records import ArtifactRef
+from deployer.testing import ConformanceTarget
 
 from . import fakes
-from .helpers import BUCKET, REGION, make_provider
+from .helpers import BUCKET, REGION, ROLE, make_provider
 
 RECORDED: set[str] = set()
 """'service:Operation' sent by clients the provider created (user agent 'mldeployer-aws')."""
@@ -114,3 +115,16 @@ def server_provider(
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     boto3.client("s3", region_name=REGION, endpoint_url=moto_server).create_bucket(Bucket=BUCKET)
     return make_provider(tmp_path)
+
+
+@pytest.fixture
+def aws_target(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConformanceTarget:
+    """Specs for the aws provider on in-process moto, with a private DEPLOYER_HOME and ledger."""
+    monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path))
+    return ConformanceTarget(
+        target={"provider": "aws", "region": REGION},
+        ledger_path=tmp_path / "ledger.db",
+        provider_options={"bucket": BUCKET, "role_arn": ROLE},
+        resources={"instance_type": "ml.m5.large"},
+        real_predictions=False,
+    )

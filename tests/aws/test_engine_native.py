@@ -11,21 +11,12 @@ from deployer.errors import ProviderError
 from deployer.ledger import Ledger
 from deployer.testing import ConformanceTarget, Harness, make_model
 
-from .helpers import BUCKET, REGION, ROLE
-
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def ct(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConformanceTarget:
-    monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path))
-    return ConformanceTarget(
-        target={"provider": "aws", "region": REGION},
-        ledger_path=tmp_path / "ledger.db",
-        provider_options={"bucket": BUCKET, "role_arn": ROLE},
-        resources={"instance_type": "ml.m5.large"},
-        real_predictions=False,
-    )
+def ct(aws_target: ConformanceTarget) -> ConformanceTarget:
+    return aws_target
 
 
 NATIVE = {"type": "canary", "native": True, "steps": [{"weight": 10, "bake_s": 60}, {"weight": 100, "bake_s": 0}]}

@@ -19,11 +19,10 @@ from deployer.errors import GateFailedError
 from deployer.events import Event
 from deployer.ledger import Ledger
 from deployer.local.provider import LocalProvider
-from deployer.protocols import ProviderContext
-from deployer.spec import Spec, Target
+from deployer.spec import Spec
 
 from .load import Load, failures_by_release
-from .models import canary, e2e_home_fixture, model_spec, spec_dict  # noqa: F401 - a fixture
+from .models import canary, e2e_home_fixture, local_provider, model_spec, observed_weights, spec_dict  # noqa: F401 - a fixture
 
 NAME = "shop"
 ERROR_GATE = {"type": "metric", "name": "errors", "metric": "error_rate", "max": 0.01, "min_samples": 5}
@@ -35,13 +34,11 @@ def spec(home: Path, kind: str, tag: str, **kw: Any) -> Spec:
 
 
 def provider(home: Path) -> LocalProvider:
-    return LocalProvider(ProviderContext(target=Target(), options=LocalProvider.Options(), home=home))
+    return local_provider(home)
 
 
 def weights(home: Path) -> dict[str, int]:
-    obs = provider(home).observe(NAME)
-    assert obs is not None
-    return {k: v for k, v in obs.traffic.weights.items() if v}
+    return observed_weights(home, NAME)
 
 
 class Events:

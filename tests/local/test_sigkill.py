@@ -24,15 +24,15 @@ from deployer.errors import GateFailedError, LockedError
 from deployer.ledger import Ledger
 from deployer.local.provider import LocalProvider
 from deployer.local.state import Paths, read_json
-from deployer.protocols import ProviderContext
-from deployer.spec import Target
 
 from .load import Load, failures_by_release
 from .models import (  # noqa: F401 - e2e_home_fixture is a fixture
     canary,
     deployer_processes,
     e2e_home_fixture,
+    local_provider,
     model_spec,
+    observed_weights,
     parent_of,
     spec_dict,
     wait_no_processes,
@@ -66,13 +66,11 @@ def deploy_and_kill(spec: Path, mode: str, arg: str | int) -> int:
 
 
 def provider(home: Path) -> LocalProvider:
-    return LocalProvider(ProviderContext(target=Target(), options=LocalProvider.Options(), home=home))
+    return local_provider(home)
 
 
 def weights(home: Path) -> dict[str, int]:
-    obs = provider(home).observe(NAME)
-    assert obs is not None
-    return {k: v for k, v in obs.traffic.weights.items() if v}
+    return observed_weights(home, NAME)
 
 
 def ledger_state(home: Path) -> tuple[str | None, dict[str, str]]:

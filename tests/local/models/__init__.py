@@ -26,6 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
+from deployer.local.provider import LocalProvider
+from deployer.protocols import ProviderContext
+from deployer.spec import Target
+
 HERE = Path(__file__).parent
 ENTRYPOINTS = {"healthy": "healthy_model:Model", "flaky": "flaky_model:Model", "slow": "slow_model:Model"}
 
@@ -44,8 +48,14 @@ def model_spec(kind: str, root: Path, tag: str = "") -> dict[str, str]:
     return {"path": str(path), "flavor": "python", "entrypoint": ENTRYPOINTS[kind]}
 
 
-def spec_dict(name: str, model: dict[str, str], *, strategy: dict[str, Any] | None = None,
-              gates: list[dict[str, Any]] | None = None, replicas: int = 1) -> dict[str, Any]:
+def spec_dict(
+    name: str,
+    model: dict[str, str],
+    *,
+    strategy: dict[str, Any] | None = None,
+    gates: list[dict[str, Any]] | None = None,
+    replicas: int = 1,
+) -> dict[str, Any]:
     return {
         "name": name,
         "target": {"provider": "local"},
@@ -122,7 +132,6 @@ def teardown(home: Path) -> dict[int, str]:
     return left
 
 
-
 @pytest.fixture(name="e2e_home")
 def e2e_home_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private ``DEPLOYER_HOME``; afterwards every endpoint is destroyed and nothing may outlive it.
@@ -136,3 +145,14 @@ def e2e_home_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield home
     killed = teardown(home)
     assert not killed, f"processes outlived destroy and were killed: {killed}"
+
+
+def local_provider(home: Path) -> LocalProvider:
+    """A local provider on ``home`` (what the tests observe the endpoint with)."""
+    return LocalProvider(ProviderContext(target=Target(), options=LocalProvider.Options(), home=home))
+
+
+def observed_weights(home: Path, endpoint: str) -> dict[str, int]:
+    obs = local_provider(home).observe(endpoint)
+    assert obs is not None
+    return dict(obs.traffic.weights)
