@@ -102,11 +102,17 @@ class Harness:
     fault_rate: float = 0.0
     events: list[Event] = field(default_factory=list)
     recorder: Recorder | None = None
+    setup: Any = None
+    """Called with each provider the harness builds (e.g. to register SDK fault hooks)."""
+    clock: Any = None
+    """The engine's clock (default: the system clock); a FakeClock makes backoff and bakes instant."""
 
     def _recorded(self, spec: Spec) -> tuple[Any, Any]:
         from deployer import api
 
         prep = api.prepare(spec)
+        if self.setup is not None:
+            self.setup(prep.provider)
         rec = Recorder(prep.provider, fault_rate=self.fault_rate)
         self.recorder = rec
         # the upload goes through the counting store so uploads are counted
@@ -124,7 +130,8 @@ class Harness:
         ledger = Ledger(self.ledger_path)
         try:
             with ledger.lock(spec.name, "deploy"):
-                engine = Engine(rec, ledger, on_event=on_event or self.events.append, timeout_s=timeout_s)
+                engine = Engine(rec, ledger, on_event=on_event or self.events.append, timeout_s=timeout_s,
+                                clock=self.clock)
                 return engine.deploy(spec, prep.candidate, upload)
         finally:
             ledger.close()
@@ -132,12 +139,15 @@ class Harness:
     def engine_call(self, spec: Spec, fn: Any, purpose: str = "op") -> Outcome:
         from deployer import api
 
-        rec = Recorder(api.make_provider(spec.target, spec.provider_options), fault_rate=self.fault_rate)
+        provider = api.make_provider(spec.target, spec.provider_options)
+        if self.setup is not None:
+            self.setup(provider)
+        rec = Recorder(provider, fault_rate=self.fault_rate)
         self.recorder = rec
         ledger = Ledger(self.ledger_path)
         try:
             with ledger.lock(spec.name, purpose):
-                engine = Engine(rec, ledger, on_event=self.events.append, timeout_s=120.0)  # type: ignore[arg-type]
+                engine = Engine(rec, ledger, on_event=self.events.append, timeout_s=120.0, clock=self.clock)  # type: ignore[arg-type]
                 result: Outcome = fn(engine)
                 return result
         finally:
