@@ -11,3 +11,8 @@ def always_pass(ctx: Any) -> bool:
 
 def always_fail(ctx: Any) -> bool:
     return False
+
+
+def fail_from_half(ctx: Any) -> bool:
+    """Passes while the candidate carries less than half the traffic; fails from 50% on."""
+    return (ctx.weight or 0) < 50
