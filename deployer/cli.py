@@ -503,10 +503,14 @@ def iam_policy(
 
 
 @cli.command()
-def providers() -> None:
+@json_opt
+def providers(as_json: bool) -> None:
     """List installed providers."""
     from deployer.registry import available
 
+    if as_json:
+        click.echo(json.dumps({"kind": "result", "providers": available()}))
+        return
     for name in available():
         click.echo(name)
 
