@@ -1,0 +1,146 @@
+"""Rendering core events for people (rich, on stderr) or for scripts (JSON lines on stdout).
+
+The core never prints; the CLI passes a :class:`Renderer` as ``on_event``. On a terminal a rollout
+draws a live table of traffic and gate results; elsewhere each event is one line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+
+class Renderer:
+    """Turns core events into terminal output (rich, on stderr) or JSON lines (stdout)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self._console: Any = None
+        self._progress: Any = None
+        self._task: Any = None
+        self._status: Any = None
+        self._live: Any = None
+        self._traffic: dict[str, int] = {}
+        self._gates: dict[str, Any] = {}
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+        return self._console
+
+    def __call__(self, event: Any) -> None:
+        if self.as_json:
+            click.echo(json.dumps(event.to_dict(), default=str))
+            return
+        kind = event.kind
+        if kind == "progress":
+            self._upload(event)
+        elif kind == "plan":
+            for line in event.diff:
+                self.console.print(f"  {line}")
+        elif kind == "step.started":
+            self._stop_status()
+            if self.console.is_terminal:
+                self._status = self.console.status(event.detail)
+                self._status.start()
+        elif kind == "step.done":
+            self._stop_status()
+            mark = "[green]✓[/]" if event.outcome == "ok" else "[red]✗[/]"
+            self.console.print(f"{mark} {event.detail}")
+        elif kind == "traffic.changed":
+            self._traffic = dict(event.weights)
+            if not self._draw_table():
+                self.console.print("  traffic: " + " | ".join(f"{k} {v}%" for k, v in sorted(event.weights.items())))
+        elif kind == "gate.evaluated":
+            self._gates[event.gate] = event
+            if not self._draw_table():
+                color = {"pass": "green", "fail": "red"}.get(event.outcome, "yellow")
+                self.console.print(
+                    f"  gate {event.gate} on {event.release}: [{color}]{event.outcome}[/] {event.reason}"
+                )
+        elif kind == "rolled_back":
+            self.console.print(f"[yellow]↩ rolled back {event.from_release} -> {event.to_release}: {event.reason}[/]")
+        elif kind == "promoted":
+            self.console.print(f"[green]★ {event.release} is live[/]")
+
+    def _draw_table(self) -> bool:
+        """On a terminal, redraw the live traffic + gates table; return False when lines are printed instead."""
+        if not self.console.is_terminal:
+            return False
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table(title="rollout", show_header=True)
+        table.add_column("release")
+        table.add_column("traffic", justify="right")
+        table.add_column("gate")
+        table.add_column("outcome")
+        table.add_column("observed / reason")
+        traffic = sorted(self._traffic.items())
+        gates = list(self._gates.values())
+        for i in range(max(len(traffic), len(gates))):
+            rel, weight = traffic[i] if i < len(traffic) else ("", None)
+            g = gates[i] if i < len(gates) else None
+            color = {"pass": "green", "fail": "red"}.get(g.outcome, "yellow") if g else ""
+            observed = (
+                ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in g.observed.items())
+                if g
+                else ""
+            )
+            table.add_row(
+                rel,
+                "" if weight is None else f"{weight}%",
+                g.gate if g else "",
+                f"[{color}]{g.outcome}[/]" if g else "",
+                (observed or (g.reason if g else ""))[:60],
+            )
+        if self._live is None:
+            self._live = Live(table, console=self.console, refresh_per_second=8, transient=False)
+            self._live.start()
+        else:
+            self._live.update(table)
+        return True
+
+    def _upload(self, event: Any) -> None:
+        if self._progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(event.task, total=event.total)
+        self._progress.update(self._task, completed=event.done, total=event.total)
+        if event.total and event.done >= event.total:
+            self._progress.stop()
+            self._progress = None
+
+    def _stop_status(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def close(self) -> None:
+        self._stop_status()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self._progress is not None:
+            self._progress.stop()
+
+    def result(self, data: dict[str, Any], human: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps({"kind": "result", **data}, default=str))
+        else:
+            human()
