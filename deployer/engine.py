@@ -116,12 +116,12 @@ class Engine:
         live = self.ledger.live_release(endpoint)
         flight = self.ledger.in_flight(endpoint)
         scaled = None
-        for op in reversed(self.ledger.operations(endpoint, limit=200)):
+        ops = self.ledger.operations(endpoint, limit=200)  # oldest first: the last one is the head
+        for op in reversed(ops):
             if op.step.startswith("scale") and op.phase == "done" and op.detail and "autoscaling" in op.detail:
                 if live is None or op.release == live.id:
                     scaled = Autoscaling.model_validate(op.detail["autoscaling"])
                 break
-        ops = self.ledger.operations(endpoint, limit=1)
         return LedgerHead(
             live=live.release if live else None,
             live_autoscaling=scaled,

@@ -16,6 +16,7 @@ Outcomes and CLI exit codes: ``healthy`` 0, ``rolled_back`` 10, ``no_rollback_ta
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,15 +94,12 @@ def guard(
     ledger = api.open_ledger(state)
     try:
         _, provider = api._provider_for(ledger, name)
-        try:
-            held = ledger.lock(name, "guard")
-            held.__enter__()
-        except LockedError as e:
-            return GuardReport(name, "locked", reason=f"another operation holds the lock: {e.holder}; did nothing")
-        try:
+        with contextlib.ExitStack() as held:
+            try:  # only taking the lock may answer "locked"; errors while judging propagate
+                held.enter_context(ledger.lock(name, "guard"))
+            except LockedError as e:
+                return GuardReport(name, "locked", reason=f"another operation holds the lock: {e.holder}; did nothing")
             return _judge(name, gates, window_s, ledger, provider, notify_url, on_event)
-        finally:
-            held.__exit__(None, None, None)
     finally:
         ledger.close()
 

@@ -107,14 +107,18 @@ class Harness:
     clock: Any = None
     """The engine's clock (default: the system clock); a FakeClock makes backoff and bakes instant."""
 
-    def _recorded(self, spec: Spec) -> tuple[Any, Any]:
+    def _record(self, provider: Any) -> Recorder:
+        """Apply ``setup`` to a freshly built provider and wrap it in the (kept) Recorder."""
+        if self.setup is not None:
+            self.setup(provider)
+        self.recorder = Recorder(provider, fault_rate=self.fault_rate)
+        return self.recorder
+
+    def _recorded(self, spec: Spec) -> tuple[Any, Recorder, Any]:
         from deployer import api
 
         prep = api.prepare(spec)
-        if self.setup is not None:
-            self.setup(prep.provider)
-        rec = Recorder(prep.provider, fault_rate=self.fault_rate)
-        self.recorder = rec
+        rec = self._record(prep.provider)
         # the upload goes through the counting store so uploads are counted
         upload = None
         if prep.upload is not None and prep.packaged is not None:
@@ -123,15 +127,20 @@ class Harness:
             def upload() -> ArtifactRef:
                 return store.put(packaged.path, packaged.digest)
 
-        return prep, (rec, upload)
+        return prep, rec, upload
 
     def deploy(self, spec: Spec, *, on_event: Any = None, timeout_s: float = 120.0) -> Outcome:
-        prep, (rec, upload) = self._recorded(spec)
+        prep, rec, upload = self._recorded(spec)
         ledger = Ledger(self.ledger_path)
         try:
             with ledger.lock(spec.name, "deploy"):
-                engine = Engine(rec, ledger, on_event=on_event or self.events.append, timeout_s=timeout_s,
-                                clock=self.clock)
+                engine = Engine(
+                    rec,  # type: ignore[arg-type]  # a Recorder proxies the Provider it wraps
+                    ledger,
+                    on_event=on_event or self.events.append,
+                    timeout_s=timeout_s,
+                    clock=self.clock,
+                )
                 return engine.deploy(spec, prep.candidate, upload)
         finally:
             ledger.close()
@@ -139,11 +148,7 @@ class Harness:
     def engine_call(self, spec: Spec, fn: Any, purpose: str = "op") -> Outcome:
         from deployer import api
 
-        provider = api.make_provider(spec.target, spec.provider_options)
-        if self.setup is not None:
-            self.setup(provider)
-        rec = Recorder(provider, fault_rate=self.fault_rate)
-        self.recorder = rec
+        rec = self._record(api.make_provider(spec.target, spec.provider_options))
         ledger = Ledger(self.ledger_path)
         try:
             with ledger.lock(spec.name, purpose):
