@@ -19,6 +19,18 @@ General rules for every method of :class:`Provider`:
 * **No printing.** Progress is reported through the ``on_progress`` callbacks the core passes.
 * **Names.** Resources are named from the endpoint name and release id only, so the core can
   always find and clean up what a crashed process started.
+* **Resources say what they serve.** Every resource made for a release carries the release's
+  fingerprint (and, where it holds model bytes, the artifact digest) in a tag, label or its name.
+  :meth:`Provider.observe` reports that fingerprint per release (read from the resource, not assumed),
+  and a mutating call that finds a resource of the expected name carrying another fingerprint raises
+  :class:`~deployer.errors.ConflictError` naming it: release ids restart per ledger, so a name alone
+  never proves ownership. The core refuses to change an endpoint that serves releases its ledger
+  does not know (``ConflictError``; ``deployer adopt`` takes such an endpoint over explicitly).
+* **"updating" is not "lost".** A release that exists but is being changed by the platform
+  (autoscaling, maintenance) is reported ``updating``, never omitted.
+* **Metrics arrive late.** ``capabilities.metrics_granularity_s`` / ``metrics_delay_s`` state the
+  metrics source's resolution and publication delay; the core aligns gate windows to them and refuses,
+  offline, a bake too short to judge.
 """
 
 from __future__ import annotations
@@ -125,7 +137,11 @@ class Provider(Protocol):
         ...
 
     def route(self, endpoint: str, traffic: Traffic) -> Operation:
-        """Set the traffic weights. Every release named must be ready. Idempotent."""
+        """Set the traffic weights and the mirror (shadow) percentages. Every release named must be ready.
+
+        Idempotent. A ``traffic.mirror`` on a provider whose ``capabilities.shadow`` is False raises
+        :class:`~deployer.errors.CapabilityError` with the reason.
+        """
         ...
 
     def scale(self, endpoint: str, release: str, autoscaling: Autoscaling) -> Operation:

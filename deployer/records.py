@@ -43,16 +43,26 @@ class Release(_Record):
 
 
 class Traffic(_Record):
-    """Weights by release id; they sum to 100. An empty endpoint has no weights."""
+    """Weights by release id; they sum to 100. An empty endpoint has no weights.
+
+    ``mirror`` is shadow traffic: release id -> percent of requests *copied* to that release. A mirrored
+    release's answers never reach callers (its errors only feed its own metrics and gates). A release is
+    either weighted or mirrored, never both; mirrors total at most 100 (providers may allow less: Azure ML
+    allows 50 in all, and says so in ``validate``). Providers without shadow traffic have
+    ``capabilities.shadow`` False with the reason.
+    """
 
     weights: dict[str, int] = Field(default_factory=dict)
+    mirror: dict[str, int] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _drop_zero(cls, data: Any) -> Any:
         """A release at 0% carries no traffic: it is left out, so equal splits compare equal."""
-        if isinstance(data, dict) and isinstance(data.get("weights"), dict):
-            return {**data, "weights": {k: v for k, v in data["weights"].items() if v != 0}}
+        if isinstance(data, dict):
+            for key in ("weights", "mirror"):
+                if isinstance(data.get(key), dict):
+                    data = {**data, key: {k: v for k, v in data[key].items() if v != 0}}
         return data
 
     @model_validator(mode="after")
@@ -62,6 +72,14 @@ class Traffic(_Record):
                 raise ValueError("traffic weights must not be negative")
             if sum(self.weights.values()) != 100:
                 raise ValueError(f"traffic weights must sum to 100, got {sum(self.weights.values())}")
+        if self.mirror:
+            if any(not 0 < w <= 100 for w in self.mirror.values()):
+                raise ValueError("mirror percentages must be between 1 and 100")
+            if sum(self.mirror.values()) > 100:
+                raise ValueError(f"mirror percentages must total at most 100, got {sum(self.mirror.values())}")
+            both = sorted(set(self.mirror) & set(self.weights))
+            if both:
+                raise ValueError(f"release(s) {', '.join(both)} cannot be both weighted and mirrored")
         return self
 
     @classmethod
@@ -88,6 +106,13 @@ ReleaseStatus = Literal["creating", "ready", "updating", "failed", "retiring"]
 
 
 class ObservedRelease(_Record):
+    """One release as the provider sees it.
+
+    ``fingerprint`` is read from the resource itself (a tag or label the provider wrote when it created
+    it), never from the ledger: it is how the core tells its own releases from ones another ledger made.
+    None only when the resource carries no fingerprint (it was not made by deployer).
+    """
+
     id: str
     status: ReleaseStatus
     replicas: int = 0
@@ -164,6 +189,12 @@ class Capabilities(_Record):
     metrics: bool = True
     native_rollout: bool = False
     container_images: bool = True
+    shadow: bool = False
+    """Mirrored (shadow) traffic through ``Traffic.mirror``."""
+    metrics_granularity_s: float = Field(0.0, ge=0)
+    """Smallest period the metrics source resolves (60 for CloudWatch's one-minute datapoints); 0 = per request."""
+    metrics_delay_s: float = Field(0.0, ge=0)
+    """How long after a request its datapoint can appear in ``metrics`` (publication delay); 0 = at once."""
     unsupported: dict[str, str] = Field(default_factory=dict)
 
     def reason(self, feature: str) -> str:

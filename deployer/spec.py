@@ -33,7 +33,11 @@ class Target(_Model):
     provider: str = Field("local", description="Provider name: local, aws, gcp, azure or a plugin's name.")
     region: str | None = Field(None, description="Cloud region (aws, gcp, azure).")
     project: str | None = Field(None, description="GCP project id.")
-    workspace: str | None = Field(None, description="Azure ML workspace (resource_group/workspace).")
+    workspace: str | None = Field(
+        None, description="Azure ML workspace name, or 'resource_group/workspace' (then resource_group may be omitted)."
+    )
+    subscription: str | None = Field(None, description="Azure subscription id.")
+    resource_group: str | None = Field(None, description="Azure resource group of the workspace.")
 
     @field_validator("provider")
     @classmethod
@@ -113,6 +117,13 @@ class CanaryStep(_Model):
     bake_s: float = Field(60.0, ge=0, description="Seconds to hold at this weight while gates run.")
 
 
+class ShadowPhase(_Model):
+    """Before any live traffic moves: copy a share of requests to the candidate and judge it on them."""
+
+    percent: int = Field(..., gt=0, le=100, description="Percent of requests copied to the candidate.")
+    bake_s: float = Field(60.0, ge=0, description="Seconds of mirrored traffic the gates judge.")
+
+
 class Strategy(_Model):
     """How traffic moves from the live release to the new one."""
 
@@ -130,6 +141,9 @@ class Strategy(_Model):
         False, description="Keep the previous release running at 0% after promotion, so a rollback is one route."
     )
     native: bool = Field(False, description="Use the provider's own guarded rollout where it has one (aws).")
+    shadow: ShadowPhase | None = Field(
+        None, description="Mirror a share of requests to the candidate first; its answers never reach callers."
+    )
     ready_timeout_s: float = Field(1800.0, gt=0, description="Deadline for a release to become ready.")
 
     @model_validator(mode="after")
