@@ -80,7 +80,6 @@ class Prepared:
 def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
     """Validate offline, package the model and find its artifact in the store. No provider writes."""
     from deployer import artifacts
-    from deployer.events import Progress
 
     provider = make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
@@ -94,25 +93,22 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
     artifact: ArtifactRef | None = None
     upload = None
     packaged = None
-    if spec.model.path is not None or spec.model.obj is not None:
-        packaged = (
-            artifacts.package(Path(spec.model.path))
-            if spec.model.path is not None
-            else artifacts.package_object(spec.model.obj)
-        )
+    source: Path | None = Path(spec.model.path) if spec.model.path is not None else None
+    if spec.model.uri is not None:
+        from deployer.sources import fetch
+
+        want = spec.model.digest.removeprefix("sha256:") if spec.model.digest else None
+        source = fetch(spec.model.uri, want, home(), on_progress=_reporter(spec, on_event, "download")).path
+    if source is not None or spec.model.obj is not None:
+        packaged = artifacts.package(source) if source is not None else artifacts.package_object(spec.model.obj)
         store = provider.store()
         found = store.find(packaged.digest)
         artifact = found or ArtifactRef(digest=packaged.digest, uri="", size=packaged.size)
         if found is None:
-
-            def report(done: int, total: int) -> None:
-                if on_event:
-                    on_event(Progress(spec.name, task="upload", done=done, total=total))
+            report = _reporter(spec, on_event, "upload")
 
             def upload() -> ArtifactRef:
                 return store.put(packaged.path, packaged.digest, on_progress=report)
-    elif spec.model.uri is not None:
-        raise SpecError("model.uri", "remote artifact URIs are not supported yet", fix="download it and set model.path")
     candidate = Release(
         id="r0000",
         endpoint=spec.name,
@@ -127,6 +123,17 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
         options=spec.provider_options,
     )
     return Prepared(spec, provider, candidate, upload, packaged)
+
+
+def _reporter(spec: Spec, on_event: EventFn | None, task: str) -> Any:
+    """A (done, total) callback that emits :class:`~deployer.events.Progress` for ``task``."""
+    from deployer.events import Progress
+
+    def report(done: int, total: int) -> None:
+        if on_event:
+            on_event(Progress(spec.name, task=task, done=done, total=total))
+
+    return report
 
 
 # ---- verbs --------------------------------------------------------------------------------------

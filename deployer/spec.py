@@ -53,7 +53,14 @@ class ModelSource(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     path: str | None = Field(None, description="Local file or directory holding the model.")
-    uri: str | None = Field(None, description="Remote artifact URI (s3://, gs://, https://...).")
+    uri: str | None = Field(
+        None, description="Remote model: s3://, gs://, az://, or https:// (with digest); downloaded once and cached."
+    )
+    digest: str | None = Field(
+        None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Expected sha256 of the model at model.uri ('sha256:<hex>'); required for http(s) URIs.",
+    )
     flavor: Flavor = Field("sklearn", description="How the model is loaded and called.")
     entrypoint: str | None = Field(
         None, description="For flavor 'python': 'module:Class' whose load(path) returns an object with predict(rows)."
@@ -72,6 +79,12 @@ class ModelSource(_Model):
             raise ValueError("set one of model.path or model.uri (or pass a model object to deployer.deploy)")
         if len(given) > 1:
             raise ValueError(f"set only one of {', '.join(given)}")
+        if self.uri is not None:
+            from deployer.sources import check_uri
+
+            check_uri(self.uri, self.digest)
+        elif self.digest is not None:
+            raise ValueError("model.digest is for model.uri; remove it or set model.uri")
         if self.flavor == "python" and not self.entrypoint:
             raise ValueError("flavor 'python' needs 'entrypoint' as 'module:Class'")
         if self.entrypoint is not None and not re.fullmatch(r"[\w.]+:[\w]+", self.entrypoint):
