@@ -154,8 +154,32 @@ def apply_outcome(
         ledger.close()
 
 
+def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_event: EventFn | None = None) -> Outcome:
+    """Take over endpoint ``name`` into this ledger: record the releases it serves (see :mod:`deployer.adopt`).
+
+    ``spec`` is the endpoint's spec (its ``name`` must be ``name``; its ``state.path`` picks the ledger).
+    The outcome's ``notes`` explain a live release that does not match the spec and what ``deploy`` will do.
+    """
+    from deployer.adopt import adopt as adopt_endpoint
+
+    s = to_spec(spec, env)
+    if s.name != name:
+        raise SpecError("name", f"the spec is for endpoint {s.name!r}, not {name!r}", fix=f"pass the spec of {name!r}")
+    prep = prepare(s, on_event)
+    ledger = open_ledger(s.state.path)
+    try:
+        with ledger.lock(name, "adopt"):
+            engine = Engine(prep.provider, ledger, on_event=on_event)
+            return adopt_endpoint(engine, s, prep.candidate, prep.upload)
+    finally:
+        ledger.close()
+
+
 def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
-    """What ``apply`` would do. Reads the provider and ledger; writes nothing."""
+    """What ``apply`` would do. Reads the provider and ledger; writes nothing.
+
+    Raises :class:`~deployer.errors.ConflictError` when the endpoint serves releases this ledger does not know.
+    """
     from deployer.plan import make_plan
 
     s = to_spec(spec, env)
@@ -163,7 +187,7 @@ def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
     ledger = open_ledger(s.state.path)
     try:
         engine = Engine(prep.provider, ledger)
-        observed = engine.call(lambda: prep.provider.observe(s.name))
+        observed = engine.observe_owned(s.name)
         return make_plan(s, prep.candidate, observed, engine.head(s.name), artifact_present=prep.upload is None)
     finally:
         ledger.close()
