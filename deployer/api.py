@@ -77,12 +77,15 @@ class Prepared:
     packaged: Any = None
 
 
-def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
-    """Validate offline, package the model and find its artifact in the store. No provider writes."""
+def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | None = None) -> Prepared:
+    """Validate offline, package the model and find its artifact in the store. No provider writes.
+
+    ``provider`` (default: the one ``spec.target`` names) lets tests supply an in-memory platform.
+    """
     from deployer import artifacts
     from deployer.events import Progress
 
-    provider = make_provider(spec.target, spec.provider_options)
+    provider = provider or make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
     if spec.strategy.native and not provider.capabilities.native_rollout:
         from deployer.errors import CapabilityError

@@ -418,9 +418,11 @@ class Ledger:
         return _release_row(r) if r else None
 
     def rollback_target(self, endpoint: str, exclude: str | None = None) -> ReleaseRow:
-        """The newest release that was live and good before the current one."""
+        """The newest release that was live and good before the current one and can serve again: it still
+        runs, or its artifact was not pruned (``strategy.keep_releases``)."""
         rows = self.db.execute(
-            "SELECT * FROM releases WHERE endpoint=? AND status='superseded' AND id != ? ORDER BY seq DESC LIMIT 1",
+            "SELECT * FROM releases WHERE endpoint=? AND status='superseded' AND id != ? "
+            "AND (running=1 OR artifact_pruned=0) ORDER BY seq DESC LIMIT 1",
             (endpoint, exclude or ""),
         ).fetchone()
         if rows is None:

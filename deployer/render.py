@@ -86,12 +86,13 @@ class Renderer:
             self.console.print(f"[yellow]interrupted: traffic is on {where}; {finish} resumes {event.release}[/]")
             return
         self.console.print(f"[red]interrupted with traffic split: {where}[/]")
-        self.console.print(f"  finish it:  {finish}")
+        self.console.print(f"  finish it:  {finish}", soft_wrap=True)
         if event.baseline:
             from deployer.paths import ledger_path
 
             state = "" if event.ledger in ("", str(ledger_path())) else f" --state {event.ledger}"
-            self.console.print(f"  undo it:    deployer rollback {event.endpoint} --to {event.baseline}{state}")
+            undo = f"deployer rollback {event.endpoint} --to {event.baseline}{state}"
+            self.console.print(f"  undo it:    {undo}", soft_wrap=True)
 
     def _draw_table(self) -> bool:
         """On a terminal, redraw the live traffic + gates table; return False when lines are printed instead."""
