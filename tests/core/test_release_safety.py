@@ -309,3 +309,9 @@ def test_when_traffic_cannot_go_back_the_split_is_reported_and_rollback_undoes_i
     rig.world.faults = None
     out = rig.harness.rollback(rig.spec(2), to="r0001")  # the printed undo command
     assert out.outcome == "rolled_back" and rig.traffic() == {"r0001": 100} and rig.live() == "r0001"
+
+
+def test_exit_code_8_is_documented_where_the_cli_says() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "exit-codes.md").read_text()
+    assert f"| {cli.EXIT_CLEANUP_FAILED} | done, but cleanup failed" in page
+    assert cli.__doc__ is not None and f"{cli.EXIT_CLEANUP_FAILED}    done, but cleanup failed" in cli.__doc__
