@@ -77,11 +77,14 @@ class Prepared:
     packaged: Any = None
 
 
-def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
-    """Validate offline, package the model and find its artifact in the store. No provider writes."""
+def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | None = None) -> Prepared:
+    """Validate offline, package the model and find its artifact in the store. No provider writes.
+
+    ``provider`` (default: the one ``spec.target`` names) lets tests supply an in-memory platform.
+    """
     from deployer import artifacts
 
-    provider = make_provider(spec.target, spec.provider_options)
+    provider = provider or make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
     if spec.strategy.native and not provider.capabilities.native_rollout:
         from deployer.errors import CapabilityError
@@ -161,8 +164,32 @@ def apply_outcome(
         ledger.close()
 
 
+def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_event: EventFn | None = None) -> Outcome:
+    """Take over endpoint ``name`` into this ledger: record the releases it serves (see :mod:`deployer.adopt`).
+
+    ``spec`` is the endpoint's spec (its ``name`` must be ``name``; its ``state.path`` picks the ledger).
+    The outcome's ``notes`` explain a live release that does not match the spec and what ``deploy`` will do.
+    """
+    from deployer.adopt import adopt as adopt_endpoint
+
+    s = to_spec(spec, env)
+    if s.name != name:
+        raise SpecError("name", f"the spec is for endpoint {s.name!r}, not {name!r}", fix=f"pass the spec of {name!r}")
+    prep = prepare(s, on_event)
+    ledger = open_ledger(s.state.path)
+    try:
+        with ledger.lock(name, "adopt"):
+            engine = Engine(prep.provider, ledger, on_event=on_event)
+            return adopt_endpoint(engine, s, prep.candidate, prep.upload)
+    finally:
+        ledger.close()
+
+
 def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
-    """What ``apply`` would do. Reads the provider and ledger; writes nothing."""
+    """What ``apply`` would do. Reads the provider and ledger; writes nothing.
+
+    Raises :class:`~deployer.errors.ConflictError` when the endpoint serves releases this ledger does not know.
+    """
     from deployer.plan import make_plan
 
     s = to_spec(spec, env)
@@ -170,7 +197,7 @@ def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
     ledger = open_ledger(s.state.path)
     try:
         engine = Engine(prep.provider, ledger)
-        observed = engine.call(lambda: prep.provider.observe(s.name))
+        observed = engine.observe_owned(s.name)
         return make_plan(s, prep.candidate, observed, engine.head(s.name), artifact_present=prep.upload is None)
     finally:
         ledger.close()

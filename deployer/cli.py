@@ -15,6 +15,7 @@ Exit codes (also in docs/exit-codes.md):
 5    an operation did not finish before its deadline
 6    another process holds the endpoint lock
 7    the ledger cannot answer / nothing to roll back to
+8    done, but cleanup failed: the new release is live; retiring or pruning after it failed (journaled)
 10   guard: the release was unhealthy and was rolled back
 11   guard: the release is unhealthy and there is nothing to roll back to
 12   guard: inconclusive (too little traffic to judge)
@@ -34,6 +35,12 @@ from deployer.errors import DeployerError
 from deployer.render import Renderer
 
 EXIT_INTERRUPTED = 130
+EXIT_CLEANUP_FAILED = 8
+
+
+def outcome_code(outcome: str) -> int:
+    """The exit code of a verb that returned: 8 when the change succeeded but its cleanup failed."""
+    return EXIT_CLEANUP_FAILED if outcome == "cleanup_failed" else 0
 
 
 def run(as_json: bool, fn: Callable[[Renderer], int | None]) -> None:
@@ -83,9 +90,10 @@ def cli() -> None:
 def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
     """Plan and apply SPEC: roll out a new release if anything changed."""
 
-    def body(r: Renderer) -> None:
+    def body(r: Renderer) -> int:
         from deployer import api
 
+        r.resume_with = f"deployer deploy {spec}" + (f" --env {env}" if env else "")
         out = api.apply_outcome(spec, env=env, on_event=r, timeout_s=timeout)
 
         def human() -> None:
@@ -93,8 +101,11 @@ def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
                 r.console.print(f"[green]{out.endpoint} is up to date[/] (release {out.release}) {out.url or ''}")
             else:
                 r.console.print(f"[green]{out.endpoint}: {out.release} {out.outcome}[/] {out.url or ''}")
+            for line in out.cleanup_errors:
+                r.console.print(f"[yellow]  cleanup failed: {line}[/] (run the same deploy again to retry)")
 
         r.result(out.to_dict(), human)
+        return outcome_code(out.outcome)
 
     run(as_json, body)
 
@@ -198,11 +209,35 @@ def history(name: str, state: str | None, as_json: bool) -> None:
 def rollback(name: str, to: str | None, state: str | None, as_json: bool) -> None:
     """Serve the previous good release again."""
 
-    def body(r: Renderer) -> None:
+    def body(r: Renderer) -> int:
         from deployer import api
 
         out = api.rollback(name, to=to, state=state, on_event=r)
         r.result(out.to_dict(), lambda: r.console.print(f"{name}: {out.release} is live ({out.outcome})"))
+        return outcome_code(out.outcome)
+
+    run(as_json, body)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--spec", "spec", type=click.Path(), required=True, help="The endpoint's spec file.")
+@env_opt
+@json_opt
+def adopt(name: str, spec: str, env: str | None, as_json: bool) -> None:
+    """Take over endpoint NAME, made with another ledger, into this one (journaled with who and where)."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        out = api.adopt(name, spec=spec, env=env, on_event=r)
+
+        def human() -> None:
+            r.console.print(f"[green]{name}: adopted, {out.release} is live[/] {out.url or ''}")
+            for note in out.notes:
+                r.console.print(f"  {note}")
+
+        r.result(out.to_dict(), human)
 
     run(as_json, body)
 

@@ -5,9 +5,19 @@ Rules (DESIGN.md, "Rules of the engine"):
 * Every step is journaled ``started`` before it is sent and ``done`` / ``failed`` after, so a killed
   process is resumed by running ``deploy`` again (the planner reads the ledger's in-flight release).
 * One lock per endpoint for the whole change.
-* A failed step or gate sends all traffic back to the baseline in one route (or stepwise with
-  ``strategy.rollback: gradual``), marks the candidate failed with its evidence, and leaves the
-  baseline's resources and artifact alone.
+* Before any write (deploy, rollback, scale, destroy) the endpoint's observed releases are compared
+  with the ledger: one it does not know, or one whose fingerprint differs, is a
+  :class:`~deployer.errors.ConflictError` naming it (:func:`deployer.plan.check_owned`).
+* A failed step or gate *before promotion* sends all traffic back to the baseline in one route (or
+  stepwise with ``strategy.rollback: gradual``), marks the candidate failed with its evidence, and
+  leaves the baseline's resources and artifact alone. The failure path never changes the status of the
+  release that is live.
+* After promotion everything (retiring the baseline or idle releases, pruning artifacts) is cleanup:
+  a failure there is journaled, emitted as :class:`~deployer.events.CleanupFailed` and reported as the
+  outcome ``cleanup_failed`` (CLI exit 8); the promoted release stays live.
+* Ctrl-C or an unexpected exception mid-rollout sends traffic back to the baseline (best effort,
+  journaled ``interrupted``) and leaves the candidate ``deploying``, so ``deploy`` again resumes it;
+  :class:`~deployer.events.Interrupted` says where traffic is.
 * Transient provider errors are retried (:mod:`deployer.retry`); waits go through the one loop
   (:mod:`deployer.waiting`).
 """
@@ -20,10 +30,12 @@ from functools import partial
 from typing import Any, TypeVar
 
 from deployer import retry
-from deployer.errors import CapabilityError, DeployerError, NoPreviousReleaseError, ProviderError
+from deployer.errors import CapabilityError, DeployerError, NoPreviousReleaseError, NotFoundError, ProviderError
 from deployer.events import (
+    CleanupFailed,
     Event,
     EventFn,
+    Interrupted,
     PlanReady,
     Progress,
     Promoted,
@@ -34,9 +46,9 @@ from deployer.events import (
     ignore,
 )
 from deployer.ledger import Ledger
-from deployer.plan import LedgerHead, Plan, Step
+from deployer.plan import PRESENT, LedgerHead, Plan, Step, check_owned
 from deployer.protocols import Provider
-from deployer.records import ArtifactRef, Operation, Release, Traffic
+from deployer.records import ArtifactRef, Observed, Operation, Release, Traffic
 from deployer.rollout import rollback_steps
 from deployer.spec import Autoscaling, Spec
 from deployer.waiting import Clock, SystemClock, wait_for
@@ -50,10 +62,13 @@ class Outcome:
 
     endpoint: str
     release: str | None
-    outcome: str  # unchanged | deployed | resumed | rolled_back | failed | scaled | destroyed
+    outcome: str  # unchanged | deployed | resumed | rolled_back | scaled | destroyed | adopted | cleanup_failed
     url: str | None = None
     plan: Plan | None = None
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    cleanup_errors: list[str] = field(default_factory=list)
+    """Cleanup steps that failed after the change succeeded (outcome ``cleanup_failed``)."""
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +78,8 @@ class Outcome:
             "url": self.url,
             "plan": self.plan.to_dict() if self.plan else None,
             "evidence": self.evidence,
+            "cleanup_errors": self.cleanup_errors,
+            "notes": self.notes,
         }
 
 
@@ -113,22 +130,37 @@ class Engine:
             raise ProviderError(f"{what} failed: {status.message or 'no reason given'}")
 
     def head(self, endpoint: str) -> LedgerHead:
+        rows = self.ledger.releases(endpoint)
         live = self.ledger.live_release(endpoint)
         flight = self.ledger.in_flight(endpoint)
-        scaled = None
-        ops = self.ledger.operations(endpoint, limit=200)  # oldest first: the last one is the head
-        for op in reversed(ops):
-            if op.step.startswith("scale") and op.phase == "done" and op.detail and "autoscaling" in op.detail:
-                if live is None or op.release == live.id:
-                    scaled = Autoscaling.model_validate(op.detail["autoscaling"])
-                break
+        ops = self.ledger.operations(endpoint, limit=1)
         return LedgerHead(
             live=live.release if live else None,
-            live_autoscaling=scaled,
+            live_autoscaling=live.autoscaling if live else None,
             in_flight=flight.release if flight else None,
             next_id=self.ledger.next_release_id(endpoint),
             head_op=ops[-1].id if ops else 0,
+            fingerprints={r.id: r.fingerprint for r in rows},
+            statuses={r.id: r.status for r in rows},
         )
+
+    def observe_owned(self, endpoint: str) -> Observed | None:
+        """Observe ``endpoint`` and refuse (ConflictError) when it serves releases this ledger does not know."""
+        observed = self.call(lambda: self.provider.observe(endpoint))
+        check_owned(endpoint, observed, self.head(endpoint), str(self.ledger.path))
+        return observed
+
+    def cleanup(self, endpoint: str, step: Step, fn: Callable[[], object], errors: list[str]) -> None:
+        """Run ``fn`` (which journals ``step`` itself) after the change succeeded: a failure is journaled
+        and reported in ``errors``, never undone."""
+        try:
+            fn()
+        except DeployerError as e:
+            errors.append(f"{step.describe()}: {e}")
+            self.ledger.journal(
+                endpoint, step.release, "cleanup", "failed", detail={"step": step.name, "error": str(e)}
+            )
+            self.emit(CleanupFailed(endpoint, step=step.name, release=step.release, error=str(e)))
 
     def step(self, endpoint: str, step: Step, fn: Callable[[], object]) -> None:
         """Journal ``step`` started, run it, journal done (or failed, then re-raise)."""
@@ -175,6 +207,12 @@ class Engine:
         if observed is not None:
             self.ledger.set_endpoint_facts(release.endpoint, url=observed.url, meta=observed.meta)
 
+    def retire_failed(self, spec: Spec) -> bool:
+        """``strategy.retire_failed``, or the provider's default when unset (clouds retire; local keeps)."""
+        if spec.strategy.retire_failed is not None:
+            return spec.strategy.retire_failed
+        return bool(getattr(self.provider, "retire_failed_default", True))
+
     def retire(self, endpoint: str, release_id: str) -> None:
         op = self.call(lambda: self.provider.retire_release(endpoint, release_id))
         self.wait(op, f"retiring {release_id}")
@@ -192,14 +230,14 @@ class Engine:
 
         endpoint = spec.name
         self.notify_url = self.notify_url or spec.notify_webhook
-        observed = self.call(lambda: self.provider.observe(endpoint))
+        observed = self.observe_owned(endpoint)
         head = self.head(endpoint)
         plan = make_plan(spec, candidate, observed, head, artifact_present=upload is None)
         self.emit(PlanReady(endpoint, steps=[s.describe() for s in plan.steps], diff=plan.diff))
         if plan.noop:
             url = observed.url if observed else None
             return Outcome(endpoint, plan.release.id if plan.release else None, "unchanged", url, plan)
-        self.ledger.upsert_endpoint(endpoint, self.provider.name, _target_record(spec))
+        self.ledger.upsert_endpoint(endpoint, self.provider.name, target_record(spec))
         release = plan.release
         assert release is not None
         resumed = head.in_flight is not None and head.in_flight.id == release.id
@@ -208,14 +246,27 @@ class Engine:
             self.ledger.add_release(release, spec_hash=spec.spec_hash())
         else:
             self.ledger.update_release_record(release)
+        errors: list[str] = []
+        done = False  # the change succeeded (promoted, or the live release was kept): the rest is cleanup
         try:
             for step in plan.steps:
+                if done or step.kind == "retire_release":
+                    self.cleanup(endpoint, step, partial(self._run, spec, plan, step, release), errors)
+                    continue
                 release = self._run(spec, plan, step, release)
+                done = step.kind == "promote"
+            if done:
+                self.prune(endpoint, spec.strategy.keep_releases, errors)
         except DeployerError as e:
             return self._fail(spec, plan, release, e)
+        except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001 - not DeployerError: an interruption or a bug
+            if not done:
+                self._interrupted(spec, plan, release, e)
+            raise
         obs = self.call(lambda: self.provider.observe(endpoint))
         url = obs.url if obs else None
-        return Outcome(endpoint, release.id, "resumed" if resumed else "deployed", url, plan)
+        outcome = "cleanup_failed" if errors else "resumed" if resumed else "deployed"
+        return Outcome(endpoint, release.id, outcome, url, plan, cleanup_errors=errors)
 
     def _run(self, spec: Spec, plan: Plan, step: Step, release: Release) -> Release:
         endpoint = spec.name
@@ -249,15 +300,9 @@ class Engine:
             rid = step.release
             auto = spec.autoscaling
 
-            def do_scale() -> dict[str, Any]:
-                op = self.call(lambda: self.provider.scale(endpoint, rid, auto))
-                self.wait(op, f"scaling {rid}")
-                return {"autoscaling": auto.model_dump(mode="json")}
-
-            self.step(endpoint, step, do_scale)
+            self.step(endpoint, step, partial(self.apply_scale, endpoint, rid, auto))
         elif kind == "promote":
             self.step(endpoint, step, lambda: self._promote(endpoint, release, plan.baseline))
-            self.prune(endpoint, spec.strategy.keep_releases)
         elif kind == "retire_release":
             assert step.release is not None
             rid = step.release
@@ -310,19 +355,28 @@ class Engine:
         self.emit(TrafficChanged(release.endpoint, weights=dict(traffic.weights)))
         return {"operation": op.ref}
 
-    def prune(self, endpoint: str, keep: int) -> None:
-        """Delete artifacts no rollback target needs (beyond the newest ``keep`` releases)."""
+    def apply_scale(self, endpoint: str, rid: str, auto: Autoscaling) -> dict[str, Any]:
+        """Scale ``rid`` and record the applied autoscaling on its ledger row."""
+        op = self.call(lambda: self.provider.scale(endpoint, rid, auto))
+        self.wait(op, f"scaling {rid}")
+        self.ledger.set_release(endpoint, rid, autoscaling=auto)
+        return {"autoscaling": auto.model_dump(mode="json")}
+
+    def prune(self, endpoint: str, keep: int, errors: list[str]) -> None:
+        """Delete artifacts no rollback target needs (beyond the newest ``keep`` releases). Cleanup:
+        a failure is reported in ``errors`` and retried after the next promotion."""
         done: set[str] = set()
+        store = self.provider.store()
         for rid, digest in self.ledger.prunable_artifacts(endpoint, keep):
             if digest in done:
                 continue
-            store = self.provider.store()
-            self.step(
-                endpoint,
-                Step("prune", rid, note=f"artifact sha256:{digest[:12]}"),
-                partial(self.call, partial(store.delete, digest)),
-            )
-            self.ledger.mark_pruned(endpoint, digest)
+
+            def delete(digest: str = digest) -> None:
+                self.call(partial(store.delete, digest))
+                self.ledger.mark_pruned(endpoint, digest)
+
+            step = Step("prune", rid, note=f"artifact sha256:{digest[:12]}")
+            self.cleanup(endpoint, step, partial(self.step, endpoint, step, delete), errors)
             done.add(digest)
 
     def _abandon(self, endpoint: str, rid: str) -> dict[str, Any]:
@@ -349,10 +403,18 @@ class Engine:
         return {"evidence": evidence[-len(spec.gates) :] if spec.gates else []}
 
     def _fail(self, spec: Spec, plan: Plan, release: Release, error: DeployerError) -> Outcome:
-        """Send traffic back to the baseline, mark the candidate failed, re-raise."""
+        """Send traffic back to the baseline, mark the candidate failed, re-raise.
+
+        When the plan's release is the live one (a repair or scale of an unchanged spec failed) nothing
+        is rolled back and its status stays: the failure is journaled and raised.
+        """
         endpoint = spec.name
         evidence = getattr(error, "evidence", [])
         baseline = plan.baseline
+        live = self.ledger.live_release(endpoint)
+        if live is not None and live.id == release.id:
+            self.ledger.journal(endpoint, release.id, "apply", "failed", detail={"error": str(error)})
+            raise error
         try:
             traffic = self._observed_traffic(endpoint)
             current = traffic.weights.get(release.id, 0)
@@ -373,12 +435,54 @@ class Engine:
                 self.ledger.journal(
                     endpoint, release.id, "rollback", "done", detail={"to": baseline, "reason": str(error)}
                 )
-            if spec.strategy.retire_failed and baseline is not None:
-                self.retire(endpoint, release.id)
         except DeployerError as cleanup:
             self.ledger.journal(endpoint, release.id, "rollback", "failed", detail={"error": str(cleanup)})
             raise cleanup from error
+        if self.retire_failed(spec) and baseline is not None:
+            step = Step("retire_release", release.id, note="failed candidate")
+            self.cleanup(
+                endpoint, step, partial(self.step, endpoint, step, partial(self.retire, endpoint, release.id)), []
+            )
         raise error
+
+    def _interrupted(self, spec: Spec, plan: Plan, release: Release, cause: BaseException) -> None:
+        """Ctrl-C or an unexpected error before promotion: send traffic back to the baseline (best effort).
+
+        The candidate stays ``deploying`` (``deploy`` again resumes it); the journal's ``interrupted`` row
+        and the :class:`Interrupted` event say where traffic is when it could not be moved.
+        """
+        endpoint = spec.name
+        baseline = plan.baseline
+        weights: dict[str, int] = {}
+        returned = False
+        problem = None
+        try:
+            weights = dict(self._observed_traffic(endpoint).weights)
+            if baseline is not None and weights.get(release.id, 0) > 0:
+                self.route(endpoint, Traffic.all_to(baseline))
+                weights = {baseline: 100}
+            returned = baseline is None or weights == {baseline: 100}
+        except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001 - best effort: report what is left
+            problem = f"{type(e).__name__}: {e}"
+        reason = f"{type(cause).__name__}: {cause}".rstrip(": ")
+        self.ledger.journal(
+            endpoint,
+            release.id,
+            "interrupted",
+            "done" if returned else "failed",
+            detail={"reason": reason, "baseline": baseline, "weights": weights, "error": problem},
+        )
+        self.emit(
+            Interrupted(
+                endpoint,
+                release=release.id,
+                baseline=baseline,
+                weights=weights,
+                returned=returned,
+                reason=reason,
+                ledger=str(self.ledger.path),
+            )
+        )
 
     # ---- other verbs -----------------------------------------------------------------------
 
@@ -388,7 +492,9 @@ class Engine:
         """Make ``to`` (default: the newest superseded release) live. The caller holds the lock.
 
         One route when the target still runs; otherwise redeploy it from its stored artifact first.
+        Rolling back to the live release itself puts all traffic back on it (it undoes an interrupted split).
         """
+        observed = self.observe_owned(endpoint)
         live = self.ledger.live_release(endpoint)
         target = (
             self.ledger.release(endpoint, to)
@@ -405,11 +511,18 @@ class Engine:
                 hint="see `deployer history` for releases that were live",
             )
         if live is not None and target.id == live.id:
-            return Outcome(endpoint, target.id, "unchanged")
-        observed = self.call(lambda: self.provider.observe(endpoint))
+            if observed is not None and observed.traffic == Traffic.all_to(live.id):
+                return Outcome(endpoint, target.id, "unchanged")
+            live = None  # only the traffic moves back
         running = (
-            observed is not None and target.id in observed.releases and observed.releases[target.id].status == "ready"
+            observed is not None and target.id in observed.releases and observed.releases[target.id].status in PRESENT
         )
+        if not running and target.release.artifact is None and target.release.flavor != "container":
+            raise NoPreviousReleaseError(
+                f"release {target.id} of {endpoint!r} no longer runs and the ledger has no artifact for it "
+                "(it was adopted)",
+                hint="deploy its model again from a spec",
+            )
         if not running:
             hold = observed.traffic if observed and observed.traffic.weights else Traffic.all_to(target.id)
             self.step(
@@ -430,27 +543,33 @@ class Engine:
                 endpoint, target.id, "rollback", "done", detail={"from": live.id if live else None, "reason": reason}
             )
         self.emit(RolledBack(endpoint, from_release=live.id if live else None, to_release=target.id, reason=reason))
+        errors: list[str] = []
         if live is not None and retire_current:
-            self.step(endpoint, Step("retire_release", live.id), lambda: self.retire(endpoint, live.id))
+            step = Step("retire_release", live.id)
+            self.cleanup(
+                endpoint, step, partial(self.step, endpoint, step, partial(self.retire, endpoint, live.id)), errors
+            )
         obs = self.call(lambda: self.provider.observe(endpoint))
-        return Outcome(endpoint, target.id, "rolled_back", obs.url if obs else None)
+        return Outcome(
+            endpoint,
+            target.id,
+            "cleanup_failed" if errors else "rolled_back",
+            obs.url if obs else None,
+            cleanup_errors=errors,
+        )
 
     def scale(self, endpoint: str, autoscaling: Autoscaling) -> Outcome:
+        self.observe_owned(endpoint)
         live = self.ledger.live_release(endpoint)
         if live is None:
-            from deployer.errors import NotFoundError
-
             raise NotFoundError(f"endpoint {endpoint!r} has no live release to scale", hint="deploy it first")
-
-        def do() -> dict[str, Any]:
-            op = self.call(lambda: self.provider.scale(endpoint, live.id, autoscaling))
-            self.wait(op, f"scaling {live.id}")
-            return {"autoscaling": autoscaling.model_dump(mode="json")}
-
-        self.step(endpoint, Step("scale", live.id, note=f"min {autoscaling.min}, max {autoscaling.max}"), do)
+        step = Step("scale", live.id, note=f"min {autoscaling.min}, max {autoscaling.max}")
+        self.step(endpoint, step, partial(self.apply_scale, endpoint, live.id, autoscaling))
         return Outcome(endpoint, live.id, "scaled")
 
     def destroy(self, endpoint: str) -> Outcome:
+        self.observe_owned(endpoint)
+
         def do() -> None:
             op = self.call(lambda: self.provider.destroy(endpoint))
             self.wait(op, f"destroying {endpoint}")
@@ -473,5 +592,5 @@ class Engine:
         return report
 
 
-def _target_record(spec: Spec) -> dict[str, Any]:
+def target_record(spec: Spec) -> dict[str, Any]:
     return {**spec.target.model_dump(mode="json"), "options": spec.provider_options}

@@ -84,6 +84,46 @@ class Promoted(Event):
     release: str = ""
 
 
+@dataclass(frozen=True)
+class CleanupFailed(Event):
+    """A step after the change succeeded (retiring the baseline, pruning artifacts) failed.
+
+    The promoted (or live) release stays live; the step is journaled ``failed`` and the command exits 8.
+    """
+
+    kind: str = field(init=False, default="cleanup.failed")
+    step: str = ""
+    release: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Interrupted(Event):
+    """A rollout was interrupted (Ctrl-C or an unexpected error) before promotion.
+
+    ``returned`` is True when traffic went back to ``baseline``; ``weights`` is what the endpoint serves now.
+    """
+
+    kind: str = field(init=False, default="interrupted")
+    release: str | None = None
+    baseline: str | None = None
+    weights: dict[str, int] = field(default_factory=dict)
+    returned: bool = False
+    reason: str = ""
+    ledger: str = ""
+    """The ledger file the rollout is journaled in (for the command that undoes it)."""
+
+
+@dataclass(frozen=True)
+class Adopted(Event):
+    """``deployer adopt`` recorded the endpoint's releases into this ledger; ``notes`` explain mismatches."""
+
+    kind: str = field(init=False, default="adopted")
+    live: str | None = None
+    releases: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
 EventFn = Callable[[Event], None]
 
 

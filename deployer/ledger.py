@@ -11,7 +11,8 @@ Release lifecycle (``releases.status``)::
         └────► failed                       (a step or gate failed; evidence attached)
         └────► abandoned                    (a crashed rollout replaced by a different spec)
 
-``running`` says whether the release still has compute on the provider.
+``running`` says whether the release still has compute on the provider; ``autoscaling`` is the
+autoscaling last applied to it (so an unchanged re-apply compares with the row, not the journal).
 
 Every engine step is journaled twice in ``operations``: ``started`` (with the provider Operation
 once known) before it is sent, and ``done`` / ``failed`` after. Audit fields on every row: actor,
@@ -37,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import LedgerError, LockedError, NoPreviousReleaseError
+from deployer.procs import pid_alive
 from deployer.records import Release, Traffic
+from deployer.spec import Autoscaling
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -52,6 +55,7 @@ CREATE TABLE IF NOT EXISTS releases (
     actor TEXT NOT NULL, created_at REAL NOT NULL, finished_at REAL,
     outcome TEXT, reason TEXT, evidence TEXT NOT NULL DEFAULT '[]',
     artifact_pruned INTEGER NOT NULL DEFAULT 0,
+    autoscaling TEXT,
     PRIMARY KEY (endpoint, id)
 );
 CREATE TABLE IF NOT EXISTS operations (
@@ -98,6 +102,8 @@ class ReleaseRow:
     outcome: str | None
     reason: str | None
     evidence: list[dict[str, Any]]
+    autoscaling: Autoscaling | None = None
+    """The autoscaling last applied to this release (None: never scaled)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +119,7 @@ class ReleaseRow:
             "outcome": self.outcome,
             "reason": self.reason,
             "evidence": self.evidence,
+            "autoscaling": self.autoscaling.model_dump(mode="json") if self.autoscaling else None,
         }
 
 
@@ -154,6 +161,7 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as e:
             raise LedgerError(
                 f"cannot open the ledger at {self.path}: {e}", hint="check the path and its permissions"
@@ -162,6 +170,28 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate(self) -> None:
+        """Bring a ledger file written by an older deployer up to this schema (idempotent).
+
+        ``releases.autoscaling`` (added later) is filled from the newest journaled ``scale`` of each release.
+        """
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(releases)")}
+        if "autoscaling" in columns:
+            return
+        with self._tx() as db:
+            db.execute("ALTER TABLE releases ADD COLUMN autoscaling TEXT")
+            rows = db.execute(
+                "SELECT endpoint, release, detail FROM operations WHERE step LIKE 'scale%' AND phase='done' "
+                "AND release IS NOT NULL AND detail IS NOT NULL ORDER BY id"
+            ).fetchall()
+            for endpoint, rid, detail in rows:  # oldest first: the newest scale of a release wins
+                applied = json.loads(detail).get("autoscaling")
+                if applied is not None:
+                    db.execute(
+                        "UPDATE releases SET autoscaling=? WHERE endpoint=? AND id=?",
+                        (json.dumps(applied, sort_keys=True), endpoint, rid),
+                    )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -190,8 +220,8 @@ class Ledger:
         with self._tx() as db:
             row = db.execute("SELECT holder, pid, host FROM locks WHERE endpoint=?", (endpoint,)).fetchone()
             if row is not None:
-                if row[2] == host and not _pid_alive(row[1]):
-                    self._journal(db, endpoint, None, "lock", "taken_over", detail={"stale_holder": row[0]})
+                if row[2] == host and not pid_alive(row[1]):
+                    self.journal(endpoint, None, "lock", "taken_over", detail={"stale_holder": row[0]})
                 else:
                     raise LockedError(endpoint, row[0])
             db.execute(
@@ -287,6 +317,37 @@ class Ledger:
         assert row is not None
         return row
 
+    def adopt_release(self, release: Release, *, status: str, running: bool, reason: str, spec_hash: str) -> None:
+        """Record a release found on the endpoint (``deployer adopt``), replacing a row of the same id.
+
+        The row says what the endpoint serves now (its observed fingerprint); the caller journals what
+        the row said before.
+        """
+        self.db.execute(
+            "INSERT INTO releases(endpoint, id, seq, fingerprint, spec_hash, artifact_digest, release, status, "
+            "running, actor, created_at, finished_at, outcome, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(endpoint, id) DO UPDATE SET fingerprint=excluded.fingerprint, spec_hash=excluded.spec_hash, "
+            "artifact_digest=excluded.artifact_digest, release=excluded.release, status=excluded.status, "
+            "running=excluded.running, actor=excluded.actor, outcome=excluded.outcome, reason=excluded.reason, "
+            "artifact_pruned=0, autoscaling=NULL, evidence='[]'",
+            (
+                release.endpoint,
+                release.id,
+                int(release.id[1:]),
+                release.fingerprint,
+                spec_hash,
+                release.artifact.digest if release.artifact else None,
+                release.model_dump_json(),
+                status,
+                int(running),
+                self.actor,
+                time.time(),
+                time.time(),
+                "adopted",
+                reason,
+            ),
+        )
+
     def update_release_record(self, release: Release) -> None:
         """Store the release record again (after upload fills in the artifact's stored URI)."""
         self.db.execute(
@@ -310,9 +371,13 @@ class Ledger:
         reason: str | None = None,
         evidence: list[dict[str, Any]] | None = None,
         finished: bool = False,
+        autoscaling: Autoscaling | None = None,
     ) -> None:
         sets: list[str] = []
         args: list[Any] = []
+        if autoscaling is not None:
+            sets.append("autoscaling=?")
+            args.append(json.dumps(autoscaling.model_dump(mode="json"), sort_keys=True))
         for col, val in (("status", status), ("outcome", outcome), ("reason", reason)):
             if val is not None:
                 sets.append(f"{col}=?")
@@ -353,9 +418,11 @@ class Ledger:
         return _release_row(r) if r else None
 
     def rollback_target(self, endpoint: str, exclude: str | None = None) -> ReleaseRow:
-        """The newest release that was live and good before the current one."""
+        """The newest release that was live and good before the current one and can serve again: it still
+        runs, or its artifact was not pruned (``strategy.keep_releases``)."""
         rows = self.db.execute(
-            "SELECT * FROM releases WHERE endpoint=? AND status='superseded' AND id != ? ORDER BY seq DESC LIMIT 1",
+            "SELECT * FROM releases WHERE endpoint=? AND status='superseded' AND id != ? "
+            "AND (running=1 OR artifact_pruned=0) ORDER BY seq DESC LIMIT 1",
             (endpoint, exclude or ""),
         ).fetchone()
         if rows is None:
@@ -377,20 +444,8 @@ class Ledger:
         operation: dict[str, Any] | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        return self._journal(self.db, endpoint, release, step, phase, operation=operation, detail=detail)
-
-    def _journal(
-        self,
-        db: sqlite3.Connection,
-        endpoint: str,
-        release: str | None,
-        step: str,
-        phase: str,
-        *,
-        operation: dict[str, Any] | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> int:
-        cur = db.execute(
+        """Append one journal row (inside the caller's transaction, if any)."""
+        cur = self.db.execute(
             "INSERT INTO operations(endpoint, release, step, phase, operation, detail, actor, at) "
             "VALUES (?,?,?,?,?,?,?,?)",
             (
@@ -475,14 +530,5 @@ def _release_row(r: tuple[Any, ...]) -> ReleaseRow:
         outcome=r[12],
         reason=r[13],
         evidence=json.loads(r[14]),
+        autoscaling=Autoscaling.model_validate_json(r[16]) if r[16] else None,
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

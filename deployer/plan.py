@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deployer.errors import ConflictError
 from deployer.records import Observed, Release, Traffic
 from deployer.rollout import traffic_steps
 from deployer.spec import Autoscaling, Spec
@@ -61,9 +62,51 @@ class LedgerHead:
 
     live: Release | None = None
     live_autoscaling: Autoscaling | None = None
+    """The autoscaling last applied to the live release (its ledger row), None when never scaled."""
     in_flight: Release | None = None
     next_id: str = "r0001"
     head_op: int = 0
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """Every release of the endpoint the ledger knows: id -> fingerprint."""
+    statuses: dict[str, str] = field(default_factory=dict)
+    """Every release of the endpoint the ledger knows: id -> ledger status."""
+
+
+PRESENT = ("ready", "updating")
+"""Observed release states that mean "it serves": "updating" (autoscaling, maintenance) is not "lost"."""
+
+
+def foreign_releases(observed: Observed | None, fingerprints: dict[str, str]) -> list[str]:
+    """Releases on the endpoint this ledger did not make, described for an error message.
+
+    A release is foreign when the ledger does not know its id, or when the fingerprint read from the
+    resource differs from the ledger row's (another ledger reused the id). A resource that reports no
+    fingerprint is matched by id alone.
+    """
+    out = []
+    for rid, rel in sorted((observed.releases if observed else {}).items()):
+        known = fingerprints.get(rid)
+        seen = rel.fingerprint[:12] if rel.fingerprint else "none"
+        if known is None:
+            out.append(f"{rid} (fingerprint {seen}, not in this ledger)")
+        elif rel.fingerprint is not None and rel.fingerprint != known:
+            out.append(f"{rid} (fingerprint {seen}, this ledger's {rid} is {known[:12]})")
+    return out
+
+
+def check_owned(endpoint: str, observed: Observed | None, head: LedgerHead, ledger: str) -> None:
+    """Raise :class:`ConflictError` when ``endpoint`` serves releases this ledger does not know.
+
+    Called before every write (deploy, rollback, scale, destroy): another machine or CI run with its own
+    ledger made them, so changing the endpoint would serve or delete what nobody here can name.
+    """
+    foreign = foreign_releases(observed, head.fingerprints)
+    if foreign:
+        raise ConflictError(
+            f"endpoint {endpoint!r} serves release(s) the ledger at {ledger} does not know: {'; '.join(foreign)}",
+            hint=f"take it over with `deployer adopt {endpoint} --spec SPEC`, or deploy with the ledger that made "
+            "them (spec.state.path / --state / DEPLOYER_HOME)",
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +168,7 @@ def make_plan(
         head_in_flight = head.in_flight
 
     if live is not None and live.fingerprint == candidate.fingerprint and head_in_flight is None:
-        ready = observed is not None and live.id in observed_ids and observed.releases[live.id].status == "ready"
+        ready = observed is not None and live.id in observed_ids and observed.releases[live.id].status in PRESENT
         if not ready:
             steps.append(Step("repair", live.id, note="the provider no longer serves it"))
             steps.append(Step("route", live.id, weights={live.id: 100}))
@@ -136,6 +179,9 @@ def make_plan(
         if spec.autoscaling is not None and spec.autoscaling != head.live_autoscaling:
             steps.append(Step("scale", live.id, note=f"min {spec.autoscaling.min}, max {spec.autoscaling.max}"))
             diff.append(f"~ autoscaling of {live.id}: min {spec.autoscaling.min}, max {spec.autoscaling.max}")
+        for rid in _leftovers(spec, observed, head, live.id):
+            steps.append(Step("retire_release", rid, note="left running at 0%"))
+            diff.append(f"- retire {rid} (left running with no traffic; its artifact stays)")
         return Plan(spec.name, live, live.id, steps, diff, basis)
 
     if head_in_flight is not None:
@@ -179,6 +225,28 @@ def make_plan(
             steps.append(Step("retire_release", rid, note="not serving"))
             diff.append(f"- retire {rid} (running with no traffic)")
     return Plan(spec.name, release, baseline, steps, diff, basis)
+
+
+def _leftovers(spec: Spec, observed: Observed | None, head: LedgerHead, live: str) -> list[str]:
+    """Releases the ledger is done with that still run at 0% (e.g. a crash between promotion and retirement).
+
+    Kept: failed candidates (``strategy.retire_failed`` keeps them for inspection), in-flight ones, and
+    with ``strategy.keep_previous_warm`` the newest release that was live before.
+    """
+    if observed is None:
+        return []
+    idle = [
+        rid
+        for rid in sorted(observed.releases)
+        if rid != live
+        and observed.traffic.weights.get(rid, 0) == 0
+        and observed.traffic.mirror.get(rid, 0) == 0
+        and head.statuses.get(rid) in ("superseded", "rolled_back", "abandoned")
+    ]
+    if spec.strategy.keep_previous_warm:
+        warm = [rid for rid in idle if head.statuses.get(rid) in ("superseded", "rolled_back")]
+        idle = [rid for rid in idle if not warm or rid != max(warm)]
+    return idle
 
 
 def _fmt(t: Traffic) -> str:

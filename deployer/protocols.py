@@ -105,6 +105,8 @@ class Provider(Protocol):
 
     Constructed as ``ProviderClass(ctx: ProviderContext)``; construction makes no network call.
     ``Options`` is the provider's typed options model, validated from ``spec.provider_options``.
+    An optional class attribute ``retire_failed_default: bool`` (True when absent: idle cloud compute is
+    billed) is what ``strategy.retire_failed`` means when the spec leaves it unset.
     """
 
     name: ClassVar[str]

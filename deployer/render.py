@@ -25,6 +25,8 @@ class Renderer:
         self._live: Any = None
         self._traffic: dict[str, int] = {}
         self._gates: dict[str, Any] = {}
+        self.resume_with: str | None = None
+        """The command that resumes the rollout (``deployer deploy SPEC``), named when one is interrupted."""
 
     @property
     def console(self) -> Any:
@@ -68,6 +70,29 @@ class Renderer:
             self.console.print(f"[yellow]↩ rolled back {event.from_release} -> {event.to_release}: {event.reason}[/]")
         elif kind == "promoted":
             self.console.print(f"[green]★ {event.release} is live[/]")
+        elif kind == "cleanup.failed":
+            self.console.print(f"[yellow]! cleanup {event.step} failed: {event.error}[/]")
+        elif kind == "adopted":
+            self.console.print(f"  adopted {', '.join(sorted(event.releases))}; live: {event.live}")
+        elif kind == "interrupted":
+            self._interrupted(event)
+
+    def _interrupted(self, event: Any) -> None:
+        """Say where traffic is after an interrupted rollout and the exact commands that finish or undo it."""
+        self.close()
+        where = ", ".join(f"{k} {v}%" for k, v in sorted(event.weights.items())) or "unknown"
+        finish = self.resume_with or "deployer deploy SPEC"
+        if event.returned:
+            self.console.print(f"[yellow]interrupted: traffic is on {where}; {finish} resumes {event.release}[/]")
+            return
+        self.console.print(f"[red]interrupted with traffic split: {where}[/]")
+        self.console.print(f"  finish it:  {finish}", soft_wrap=True)
+        if event.baseline:
+            from deployer.paths import ledger_path
+
+            state = "" if event.ledger in ("", str(ledger_path())) else f" --state {event.ledger}"
+            undo = f"deployer rollback {event.endpoint} --to {event.baseline}{state}"
+            self.console.print(f"  undo it:    {undo}", soft_wrap=True)
 
     def _draw_table(self) -> bool:
         """On a terminal, redraw the live traffic + gates table; return False when lines are printed instead."""

@@ -148,7 +148,11 @@ class Strategy(_Model):
         0.0, ge=0, description="blue-green: seconds to hold after the switch with instant switch-back."
     )
     rollback: Literal["snap", "gradual"] = Field("snap", description="Roll back in one route, or step back down.")
-    retire_failed: bool = Field(False, description="Retire a failed candidate's resources (else keep for inspection).")
+    retire_failed: bool | None = Field(
+        None,
+        description="Retire a failed candidate's resources; false keeps it running at 0% for inspection. "
+        "Default: the provider's (clouds retire, local keeps).",
+    )
     keep_releases: int = Field(3, ge=1, le=100, description="Releases whose artifacts are kept as rollback targets.")
     keep_previous_warm: bool = Field(
         False, description="Keep the previous release running at 0% after promotion, so a rollback is one route."

@@ -132,6 +132,7 @@ class LocalProvider:
     name: ClassVar[str] = "local"
     Options: ClassVar[type[BaseModel]] = LocalOptions
     capabilities: Capabilities = CAPABILITIES
+    retire_failed_default: ClassVar[bool] = False  # a failed local candidate costs nothing: keep it to inspect
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
@@ -228,6 +229,13 @@ class LocalProvider:
         with desired_lock(paths):
             current = read_desired(paths)
             _, state = _live_state(paths)
+            found = current.releases.get(release.id) if current is not None else None
+            if found is not None and found.fingerprint != release.fingerprint:
+                raise ConflictError(
+                    f"endpoint {release.endpoint!r} already serves a {release.id} with fingerprint "
+                    f"{(found.fingerprint or 'none')[:12]}, not {release.fingerprint[:12]}",
+                    hint=f"another ledger made it: `deployer adopt {release.endpoint} --spec SPEC`",
+                )
             if current is None:
                 current = Desired(endpoint=release.endpoint, host=opts.host, port=opts.port, token=opts.token)
             elif state is not None and (opts.host != current.host or (opts.port and opts.port != state.get("port"))):

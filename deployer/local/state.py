@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from deployer.procs import pid_alive
+
 
 @dataclass(frozen=True)
 class ReleaseSpec:
@@ -119,29 +121,6 @@ def desired_lock(paths: Paths) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True when ``pid`` runs and is not a zombie (reaps it when it is our own child)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def read_pid(paths: Paths) -> int | None:

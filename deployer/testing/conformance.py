@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from deployer.errors import GateFailedError, LockedError, NoPreviousReleaseError
+from deployer.errors import ConflictError, GateFailedError, LockedError, NoPreviousReleaseError
 from deployer.ledger import Ledger
 from deployer.spec import Autoscaling, Spec
 from deployer.testing.harness import Crash, Harness, crash_after
@@ -202,6 +202,45 @@ class ProviderConformance:
             release.set()
             t.join()
         assert h.deploy(spec).outcome == "deployed"
+
+    @pytest.mark.timeout(240)
+    def test_two_ledgers_on_one_endpoint(self, ct: Any, tmp_path: Path) -> None:
+        """A second ledger is refused (ConflictError naming the release it does not know) before any write;
+        ``adopt`` then takes the endpoint over; nothing is served that the ledger does not name."""
+        from deployer import api
+
+        h, spec = ct.new(seed=1)
+        h.deploy(spec)
+        other = tmp_path / "second-machine" / "ledger.db"
+        spec2 = ct.respec(spec, seed=2)
+        spec2 = Spec.model_validate({**spec2.model_dump(), "state": {"path": str(other)}})
+        h2 = Harness(other)
+        try:
+            with pytest.raises(ConflictError) as err:
+                h2.deploy(spec2)
+            assert "r0001" in str(err.value) and f"deployer adopt {spec.name}" in str(err.value)
+            assert h2.recorder is not None and h2.recorder.writes == 0
+            adopted = api.adopt(spec.name, spec=spec2)
+            assert adopted.outcome == "adopted" and adopted.release == "r0001" and adopted.notes
+            out = h2.deploy(spec2)
+            assert out.outcome == "deployed" and out.release == "r0002"
+            obs = h2.recorder.observe(spec.name) if h2.recorder else None
+            assert obs is not None and obs.traffic.weights == {"r0002": 100}
+            ledger = Ledger(other)
+            try:
+                known = {r.id: r.fingerprint for r in ledger.releases(spec.name)}
+            finally:
+                ledger.close()
+            for rid, rel in obs.releases.items():
+                assert rid in known and rel.fingerprint in (None, known[rid]), (rid, rel, known)
+            if ct.target.real_predictions and h2.recorder:
+                body = h2.recorder.invoke(spec.name, [[0.5] * ct.target.n_features]).body
+                assert body["release"] == "r0002"
+            with pytest.raises(ConflictError):  # the first ledger is now the stranger
+                h.deploy(spec)
+        finally:
+            with contextlib.suppress(Exception):
+                h2.destroy(spec2)
 
     @pytest.mark.timeout(300)
     def test_crash_after_every_step_converges(self, ct: Any) -> None:

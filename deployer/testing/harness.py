@@ -106,6 +106,15 @@ class Harness:
     """Called with each provider the harness builds (e.g. to register SDK fault hooks)."""
     clock: Any = None
     """The engine's clock (default: the system clock); a FakeClock makes backoff and bakes instant."""
+    provider_factory: Any = None
+    """Builds the provider for a spec (default: the one ``spec.target`` names), e.g. a MemoryProvider."""
+
+    def _provider(self, spec: Spec) -> Any:
+        if self.provider_factory is not None:
+            return self.provider_factory(spec)
+        from deployer import api
+
+        return api.make_provider(spec.target, spec.provider_options)
 
     def _record(self, provider: Any) -> Recorder:
         """Apply ``setup`` to a freshly built provider and wrap it in the (kept) Recorder."""
@@ -117,7 +126,7 @@ class Harness:
     def _recorded(self, spec: Spec) -> tuple[Any, Recorder, Any]:
         from deployer import api
 
-        prep = api.prepare(spec)
+        prep = api.prepare(spec, provider=self._provider(spec))
         rec = self._record(prep.provider)
         # the upload goes through the counting store so uploads are counted
         upload = None
@@ -146,9 +155,7 @@ class Harness:
             ledger.close()
 
     def engine_call(self, spec: Spec, fn: Any, purpose: str = "op") -> Outcome:
-        from deployer import api
-
-        rec = self._record(api.make_provider(spec.target, spec.provider_options))
+        rec = self._record(self._provider(spec))
         ledger = Ledger(self.ledger_path)
         try:
             with ledger.lock(spec.name, purpose):

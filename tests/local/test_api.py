@@ -62,3 +62,67 @@ def test_deploy_call_errors_name_the_field(tmp_path: Path, monkeypatch: pytest.M
         deployer.deploy(_model(0), name="ok-name", replicas=0)
     assert e.value.field == "resources.replicas"
     assert not (tmp_path / "local").exists()  # nothing was started
+
+
+def _spec_file(tmp_path: Path, name: str, seed: int, ledger: Path, extra: str = "") -> Path:
+    import joblib
+
+    model = tmp_path / f"model-{seed}.joblib"
+    joblib.dump(_model(seed), model)
+    spec = tmp_path / f"{name}-{seed}-{ledger.parent.name}.yaml"
+    spec.write_text(
+        f"name: {name}\nmodel: {{path: {model}, flavor: sklearn}}\nstate: {{path: {ledger}}}\n{extra}"
+    )
+    return spec
+
+
+def test_unchanged_reapply_after_300_guard_runs_makes_no_provider_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployer.config import load_spec
+    from deployer.testing import Harness
+
+    monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path))
+    ledger = tmp_path / "ledger.db"
+    spec = load_spec(_spec_file(tmp_path, "guarded", 1, ledger, "autoscaling: {min: 1, max: 2}\n"))
+    h = Harness(ledger)
+    try:
+        assert h.deploy(spec).outcome == "deployed"
+        for _ in range(300):  # each run journals its verdict (inconclusive: no traffic)
+            report = deployer.guard("guarded", max_error_rate=0.5, window="1m", min_samples=1, state=str(ledger))
+            assert report.outcome == "inconclusive"
+        out = h.deploy(spec)
+        assert out.outcome == "unchanged"
+        assert h.recorder is not None and h.recorder.writes == 0, h.recorder.calls
+    finally:
+        h.destroy(spec)
+
+
+def test_cli_two_machines_one_endpoint_then_adopt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from deployer.cli import cli
+
+    monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path))
+    first = _spec_file(tmp_path, "shared", 1, tmp_path / "a" / "ledger.db")
+    second = _spec_file(tmp_path, "shared", 2, tmp_path / "b" / "ledger.db")
+    runner = CliRunner()
+    try:
+        assert runner.invoke(cli, ["deploy", str(first)]).exit_code == 0
+        refused = runner.invoke(cli, ["deploy", str(second), "--json"])
+        assert refused.exit_code == 3
+        error = json.loads(refused.stdout.strip().splitlines()[-1])
+        assert error["error"] == "ConflictError" and "r0001" in error["message"]
+        assert error["hint"].startswith("take it over with `deployer adopt shared --spec SPEC`")
+        adopted = runner.invoke(cli, ["adopt", "shared", "--spec", str(second), "--json"])
+        assert adopted.exit_code == 0, adopted.output
+        result = json.loads(adopted.stdout.strip().splitlines()[-1])
+        assert result["outcome"] == "adopted" and result["release"] == "r0001" and result["notes"]
+        deployed = runner.invoke(cli, ["deploy", str(second), "--json"])
+        assert deployed.exit_code == 0, deployed.output
+        assert json.loads(deployed.stdout.strip().splitlines()[-1])["release"] == "r0002"
+    finally:
+        runner.invoke(cli, ["destroy", "shared", "--state", str(tmp_path / "b" / "ledger.db")])
+        runner.invoke(cli, ["destroy", "shared", "--state", str(tmp_path / "a" / "ledger.db")])
