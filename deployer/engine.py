@@ -6,8 +6,8 @@ Rules (DESIGN.md, "Rules of the engine"):
   process is resumed by running ``deploy`` again (the planner reads the ledger's in-flight release).
 * One lock per endpoint for the whole change.
 * A failed step or gate sends all traffic back to the baseline in one route (or stepwise with
-  ``strategy.rollback: gradual``), marks the candidate failed with its evidence, and leaves the
-  baseline's resources and artifact alone.
+  ``strategy.rollback: gradual``), stops any copies mirrored to the candidate, marks the candidate
+  failed with its evidence, and leaves the baseline's resources and artifact alone.
 * Transient provider errors are retried (:mod:`deployer.retry`); waits go through the one loop
   (:mod:`deployer.waiting`).
 """
@@ -33,6 +33,7 @@ from deployer.events import (
     TrafficChanged,
     ignore,
 )
+from deployer.gatekeeper import bake
 from deployer.ledger import Ledger
 from deployer.plan import LedgerHead, Plan, Step
 from deployer.protocols import Provider
@@ -241,7 +242,7 @@ class Engine:
         elif kind == "native_rollout":
             self.step(endpoint, step, lambda: self._native(spec, release, plan.baseline))
         elif kind == "route":
-            self.step(endpoint, step, lambda: self.route(endpoint, Traffic(weights=step.weights)))
+            self.step(endpoint, step, lambda: self.route(endpoint, step.traffic))
         elif kind == "bake":
             self.step(endpoint, step, lambda: self._bake(spec, plan, step))
         elif kind == "scale":
@@ -328,7 +329,7 @@ class Engine:
     def _abandon(self, endpoint: str, rid: str) -> dict[str, Any]:
         live = self.ledger.live_release(endpoint)
         traffic = self._observed_traffic(endpoint)
-        if live is not None and traffic.weights.get(rid, 0) > 0:
+        if live is not None and (traffic.weights.get(rid, 0) > 0 or rid in traffic.mirror):
             self.route(endpoint, Traffic.all_to(live.id))
         self.retire(endpoint, rid)
         self.ledger.set_release(
@@ -342,10 +343,10 @@ class Engine:
         return {"returned_to": live.id if live else None}
 
     def _bake(self, spec: Spec, plan: Plan, step: Step) -> dict[str, Any]:
-        from deployer.gatekeeper import bake
-
         assert plan.release is not None
-        evidence = bake(self, spec, plan.release.id, plan.baseline, step.bake_s)
+        row = self.ledger.endpoint(spec.name)
+        weight = row.traffic.weights.get(plan.release.id) if row else None
+        evidence = bake(self, spec.name, spec.gates, plan.release.id, plan.baseline, step.bake_s, weight=weight)
         return {"evidence": evidence[-len(spec.gates) :] if spec.gates else []}
 
     def _fail(self, spec: Spec, plan: Plan, release: Release, error: DeployerError) -> Outcome:
@@ -356,6 +357,8 @@ class Engine:
         try:
             traffic = self._observed_traffic(endpoint)
             current = traffic.weights.get(release.id, 0)
+            if release.id in traffic.mirror:  # a shadow phase: stop the copies; live traffic never moved
+                self.route(endpoint, Traffic(weights=traffic.weights, mirror=_without(traffic.mirror, release.id)))
             if baseline is not None and current > 0:
                 for w in rollback_steps(spec.strategy, current):
                     self.route(endpoint, Traffic.split(release.id, w, baseline) if w else Traffic.all_to(baseline))
@@ -471,6 +474,10 @@ class Engine:
             self.emit(Progress(endpoint, task=task, done=done, total=total))
 
         return report
+
+
+def _without(shares: dict[str, int], release_id: str) -> dict[str, int]:
+    return {k: v for k, v in shares.items() if k != release_id}
 
 
 def _target_record(spec: Spec) -> dict[str, Any]:

@@ -43,7 +43,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY, provider TEXT NOT NULL, target TEXT NOT NULL,
     url TEXT, meta TEXT NOT NULL DEFAULT '{}', traffic TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, destroyed_at REAL
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, destroyed_at REAL,
+    mirror TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS releases (
     endpoint TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -154,6 +155,7 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self.db.executescript(SCHEMA)
+            _add_missing_columns(self.db)
         except sqlite3.Error as e:
             raise LedgerError(
                 f"cannot open the ledger at {self.path}: {e}", hint="check the path and its permissions"
@@ -226,19 +228,26 @@ class Ledger:
         )
 
     def set_traffic(self, name: str, traffic: Traffic) -> None:
+        """Record the weights and the mirror (shadow) percentages last routed."""
         self.db.execute(
-            "UPDATE endpoints SET traffic=?, updated_at=? WHERE name=?",
-            (json.dumps(traffic.weights, sort_keys=True), time.time(), name),
+            "UPDATE endpoints SET traffic=?, mirror=?, updated_at=? WHERE name=?",
+            (_json(traffic.weights), _json(traffic.mirror), time.time(), name),
         )
 
     def mark_destroyed(self, name: str) -> None:
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE endpoints SET destroyed_at=?, traffic='{}', url=NULL WHERE name=?", (now, name))
+            db.execute(
+                "UPDATE endpoints SET destroyed_at=?, traffic='{}', mirror='{}', url=NULL WHERE name=?", (now, name)
+            )
             db.execute("UPDATE releases SET running=0 WHERE endpoint=?", (name,))
 
     def endpoint(self, name: str) -> EndpointRow | None:
-        r = self.db.execute("SELECT * FROM endpoints WHERE name=?", (name,)).fetchone()
+        r = self.db.execute(
+            "SELECT name, provider, target, url, meta, traffic, created_at, updated_at, destroyed_at, mirror "
+            "FROM endpoints WHERE name=?",
+            (name,),
+        ).fetchone()
         if r is None:
             return None
         return EndpointRow(
@@ -247,7 +256,7 @@ class Ledger:
             target=json.loads(r[2]),
             url=r[3],
             meta=json.loads(r[4]),
-            traffic=Traffic(weights=json.loads(r[5])),
+            traffic=Traffic(weights=json.loads(r[5]), mirror=json.loads(r[9])),
             created_at=r[6],
             updated_at=r[7],
             destroyed_at=r[8],
@@ -476,6 +485,27 @@ def _release_row(r: tuple[Any, ...]) -> ReleaseRow:
         reason=r[13],
         evidence=json.loads(r[14]),
     )
+
+
+def _json(shares: dict[str, int]) -> str:
+    return json.dumps(shares, sort_keys=True)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a ledger made by an older version up to :data:`SCHEMA` (columns added since)."""
+    def missing() -> bool:
+        return "mirror" not in {row[1] for row in db.execute("PRAGMA table_info(endpoints)")}
+
+    if not missing():
+        return
+    db.execute("BEGIN IMMEDIATE")  # another process may be adding it at the same moment
+    try:
+        if missing():
+            db.execute("ALTER TABLE endpoints ADD COLUMN mirror TEXT NOT NULL DEFAULT '{}'")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _pid_alive(pid: int) -> bool:
