@@ -344,9 +344,11 @@ class Engine:
 
     def _bake(self, spec: Spec, plan: Plan, step: Step) -> dict[str, Any]:
         assert plan.release is not None
-        row = self.ledger.endpoint(spec.name)
-        weight = row.traffic.weights.get(plan.release.id) if row else None
-        evidence = bake(self, spec.name, spec.gates, plan.release.id, plan.baseline, step.bake_s, weight=weight)
+        rid = plan.release.id
+        row = self.ledger.endpoint(spec.name)  # the shares the last route set: what this bake holds
+        traffic = row.traffic if row else Traffic()
+        weight, mirror = traffic.weights.get(rid, 0), traffic.mirror.get(rid)
+        evidence = bake(self, spec.name, spec.gates, rid, plan.baseline, step.bake_s, weight=weight, mirror=mirror)
         return {"evidence": evidence[-len(spec.gates) :] if spec.gates else []}
 
     def _fail(self, spec: Spec, plan: Plan, release: Release, error: DeployerError) -> Outcome:

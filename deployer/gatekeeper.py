@@ -102,10 +102,12 @@ def bake(
     bake_s: float,
     *,
     weight: int | None = None,
+    mirror: int | None = None,
 ) -> list[dict[str, Any]]:
     """Bake ``release`` (rules in the module docstring); return the evidence, or raise GateFailedError carrying it.
 
-    ``weight`` is the candidate's share of live traffic in this step (for webhook gates).
+    ``weight`` and ``mirror`` are the candidate's shares of live and copied traffic in this step (for
+    webhook gates).
     """
     clock = host.clock
     if not gates:
@@ -130,6 +132,7 @@ def bake(
             baseline=baseline,
             window_s=max(1.0, clock.now() - window_start),
             weight=weight,
+            mirror=mirror,
         )
         record(host, endpoint, gs.evaluate_round(ctx), "gate")
         now = clock.now()

@@ -219,6 +219,15 @@ def spec(strategy: dict[str, Any], gates: list[dict[str, Any]] | None = None, **
     )
 
 
+SHARES: list[tuple[int | None, int | None]] = []
+
+
+def note_shares(ctx: Any) -> bool:
+    """A callable gate: note the candidate's live and mirrored shares it was judged at, and pass."""
+    SHARES.append((ctx.weight, ctx.mirror))
+    return True
+
+
 ERROR_GATE: dict[str, Any] = {
     "type": "metric", "metric": "error_rate", "max": 0.05, "min_samples": 10, "inconclusive": "fail"
 }

@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import gate_fakes
 import pytest
-from gate_fakes import TimedProvider, World, live_endpoint, release, spec
+from gate_fakes import ERROR_GATE, TimedProvider, World, live_endpoint, release, spec
 
 from deployer.errors import CapabilityError, GateFailedError, SpecError
 from deployer.events import Event, StepStarted
@@ -72,7 +73,9 @@ def test_shadow_passes_then_traffic_moves(tmp_path: Path) -> None:
             mirrors_while_baking.append(dict(row.traffic.mirror))
 
     engine.on_event = watch
-    out = engine.deploy(spec(SHADOW_CANARY), release("r0000"), None)
+    gate_fakes.SHARES.clear()
+    gates = [ERROR_GATE, {"type": "callable", "function": "gate_fakes:note_shares"}]
+    out = engine.deploy(spec(SHADOW_CANARY, gates=gates), release("r0000"), None)
     assert out.outcome == "deployed" and out.release == "r0002"
     routes = [t for _, t in world.routes][-4:]
     assert routes == [
@@ -88,6 +91,8 @@ def test_shadow_passes_then_traffic_moves(tmp_path: Path) -> None:
     assert first.phase == "pass" and first.detail is not None and first.detail["observed"]["requests"] > 0
     row = engine.ledger.endpoint("churn")
     assert row is not None and row.traffic == Traffic.all_to("r0002")
+    # gates are told what the candidate was judged at: copies only, then live shares
+    assert sorted(set(gate_fakes.SHARES)) == [(0, 20), (10, None), (100, None)]
 
 
 def test_a_gate_failing_in_shadow_clears_the_mirror_and_never_moves_live_traffic(tmp_path: Path) -> None:
