@@ -56,8 +56,7 @@ class Step:
 
     def describe(self) -> str:
         if self.kind == "route":
-            mirror = "".join(f", mirror {k} {v}%" for k, v in sorted(self.mirror.items()))
-            return "traffic " + ", ".join(f"{k} {v}%" for k, v in sorted(self.weights.items())) + mirror
+            return "traffic " + _fmt(self.traffic)
         if self.kind == "bake":
             return f"bake {self.bake_s:g}s on {self.release} with gates"
         return f"{self.kind.replace('_', ' ')} {self.release or ''}".strip() + (f" ({self.note})" if self.note else "")
