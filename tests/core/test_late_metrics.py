@@ -8,6 +8,7 @@ previous period too (as GetMetricData rounds StartTime down). Time is a fake clo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,12 @@ import pytest
 from gate_fakes import TimedProvider, World, live_endpoint, release, spec
 
 from deployer.errors import GateFailedError, SpecError
-from deployer.records import Capabilities, Traffic
+from deployer.events import Event
+from deployer.gatekeeper import bake
+from deployer.records import Capabilities, Metrics, Response, Traffic
 from deployer.rollout import check_strategy
+from deployer.spec import MetricGate
+from deployer.waiting import FakeClock
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -121,3 +126,56 @@ def test_plan_refuses_before_any_provider_call(monkeypatch: pytest.MonkeyPatch, 
         with pytest.raises(SpecError, match=r"strategy.steps\[0\].bake_s.*180"):
             verb(s)
     assert [c for c in world.calls if c[0] != "validate"] == []
+
+
+# --- the bake loop alone, on a clock whose epoch is not its own ----------------------------------
+
+
+@dataclass
+class OffsetClock(FakeClock):
+    """Like SystemClock: ``now()`` for deadlines counts from an arbitrary origin, ``wall()`` is epoch time."""
+
+    offset: float = 0.0
+
+    def wall(self) -> float:
+        return self.t + self.offset
+
+
+class Host:
+    """The narrow interface the bake loop needs (no engine): provider, journal, emit, clock."""
+
+    def __init__(self, clock: OffsetClock, granularity_s: float, delay_s: float) -> None:
+        self.clock = clock
+        self.ledger = self
+        self.provider = self
+        self.capabilities = Capabilities(metrics_granularity_s=granularity_s, metrics_delay_s=delay_s)
+        self.rows: list[tuple[str, str]] = []
+        self.events: list[Event] = []
+        self.window_starts: list[float] = []
+
+    def journal(self, endpoint: str, release: str | None, step: str, phase: str, *, detail: Any = None) -> int:
+        self.rows.append((step, phase))
+        return len(self.rows)
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def metrics(self, endpoint: str, release: str, window_s: float) -> Metrics:
+        self.window_starts.append(self.clock.wall() - window_s)
+        return Metrics(release=release, window_s=window_s, requests=100, errors=0)
+
+    def invoke(self, endpoint: str, payload: Any, release: str | None = None) -> Response:
+        raise AssertionError("no smoke gate here")
+
+
+def test_windows_align_to_epoch_periods_not_to_the_monotonic_clock() -> None:
+    clock = OffsetClock(t=50.0, offset=1_000_000_000.25)  # now() 50 is epoch 1_000_000_050.25
+    host = Host(clock, granularity_s=60, delay_s=30)
+    began = clock.wall()
+    evidence = bake(host, "churn", [MetricGate(metric="error_rate", max=0.01, min_samples=10)], "r0002", "r0001", 90)
+    assert evidence and host.rows[0] == ("gate:metric:error_rate", "pass")
+    assert [e.kind for e in host.events] == ["gate.evaluated"] * len(host.rows)
+    first = host.window_starts[0]
+    assert first == pytest.approx(1_000_000_080) and first >= began
+    assert all(s == pytest.approx(first) for s in host.window_starts)
+    assert clock.wall() >= first + 60 + 30  # a whole period after the window start, published
