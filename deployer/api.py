@@ -21,6 +21,7 @@ from deployer.paths import home, ledger_path
 from deployer.plan import Plan
 from deployer.protocols import Provider, ProviderContext
 from deployer.records import ArtifactRef, Observed, Release, Traffic
+from deployer.rollout import check_strategy
 from deployer.spec import Autoscaling, Spec, Target
 
 # ---- context ------------------------------------------------------------------------------------
@@ -47,7 +48,13 @@ def open_ledger(state_path: str | None = None) -> Ledger:
     return Ledger(ledger_path(state_path))
 
 
-def _provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
+def provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
+    """The ledger's row for endpoint ``name`` and its provider, built from the target and options the
+    ledger recorded when it was deployed (no network call). The verbs that take an endpoint name
+    (status, rollback, scale, destroy, guard) start here.
+
+    Raises :class:`NotFoundError` naming the endpoints this ledger knows.
+    """
     row = ledger.endpoint(name)
     if row is None:
         known = ", ".join(e.name for e in ledger.endpoints()) or "none"
@@ -57,6 +64,9 @@ def _provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
         )
     target = Target.model_validate({k: v for k, v in row.target.items() if k != "options"})
     return row, make_provider(target, row.target.get("options") or {})
+
+
+_provider_for = provider_for  # the former private name, for callers not yet moved
 
 
 def to_spec(spec: Spec | str | Path, env: str | None = None) -> Spec:
@@ -86,6 +96,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
 
     provider = provider or make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
+    check_strategy(spec, provider.capabilities)
     if spec.strategy.native and not provider.capabilities.native_rollout:
         from deployer.errors import CapabilityError
 
@@ -300,7 +311,7 @@ def status(name: str, *, state: str | None = None) -> Status:
     """The endpoint as the ledger and the provider see it now."""
     ledger = open_ledger(state)
     try:
-        row, provider = _provider_for(ledger, name)
+        row, provider = provider_for(ledger, name)
         observed = provider.observe(name) if row.destroyed_at is None else None
         live = ledger.live_release(name)
         rels = [
@@ -332,7 +343,7 @@ def history(name: str, *, state: str | None = None) -> list[ReleaseRow]:
     ledger = open_ledger(state)
     try:
         if ledger.endpoint(name) is None:
-            _provider_for(ledger, name)
+            provider_for(ledger, name)
         return ledger.releases(name)
     finally:
         ledger.close()
@@ -341,7 +352,7 @@ def history(name: str, *, state: str | None = None) -> list[ReleaseRow]:
 def _with_engine(name: str, state: str | None, purpose: str, on_event: EventFn | None, fn: Any) -> Outcome:
     ledger = open_ledger(state)
     try:
-        _, provider = _provider_for(ledger, name)
+        _, provider = provider_for(ledger, name)
         with ledger.lock(name, purpose):
             result: Outcome = fn(Engine(provider, ledger, on_event=on_event))
             return result
@@ -416,7 +427,7 @@ class Endpoint:
             rows = rows.tolist()
         ledger = open_ledger(self.state)
         try:
-            _, provider = _provider_for(ledger, self.name)
+            _, provider = provider_for(ledger, self.name)
         finally:
             ledger.close()
         resp = provider.invoke(self.name, rows, release=release)

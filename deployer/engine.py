@@ -9,9 +9,9 @@ Rules (DESIGN.md, "Rules of the engine"):
   with the ledger: one it does not know, or one whose fingerprint differs, is a
   :class:`~deployer.errors.ConflictError` naming it (:func:`deployer.plan.check_owned`).
 * A failed step or gate *before promotion* sends all traffic back to the baseline in one route (or
-  stepwise with ``strategy.rollback: gradual``), marks the candidate failed with its evidence, and
-  leaves the baseline's resources and artifact alone. The failure path never changes the status of the
-  release that is live.
+  stepwise with ``strategy.rollback: gradual``), stops any copies mirrored to the candidate,
+  marks the candidate failed with its evidence, and leaves the baseline's resources and artifact
+  alone. The failure path never changes the status of the release that is live.
 * After promotion everything (retiring the baseline or idle releases, pruning artifacts) is cleanup:
   a failure there is journaled, emitted as :class:`~deployer.events.CleanupFailed` and reported as the
   outcome ``cleanup_failed`` (CLI exit 8); the promoted release stays live.
@@ -45,6 +45,7 @@ from deployer.events import (
     TrafficChanged,
     ignore,
 )
+from deployer.gatekeeper import bake
 from deployer.ledger import Ledger
 from deployer.plan import PRESENT, LedgerHead, Plan, Step, check_owned
 from deployer.protocols import Provider
@@ -292,7 +293,7 @@ class Engine:
         elif kind == "native_rollout":
             self.step(endpoint, step, lambda: self._native(spec, release, plan.baseline))
         elif kind == "route":
-            self.step(endpoint, step, lambda: self.route(endpoint, Traffic(weights=step.weights)))
+            self.step(endpoint, step, lambda: self.route(endpoint, step.traffic))
         elif kind == "bake":
             self.step(endpoint, step, lambda: self._bake(spec, plan, step))
         elif kind == "scale":
@@ -382,7 +383,7 @@ class Engine:
     def _abandon(self, endpoint: str, rid: str) -> dict[str, Any]:
         live = self.ledger.live_release(endpoint)
         traffic = self._observed_traffic(endpoint)
-        if live is not None and traffic.weights.get(rid, 0) > 0:
+        if live is not None and (traffic.weights.get(rid, 0) > 0 or rid in traffic.mirror):
             self.route(endpoint, Traffic.all_to(live.id))
         self.retire(endpoint, rid)
         self.ledger.set_release(
@@ -396,10 +397,12 @@ class Engine:
         return {"returned_to": live.id if live else None}
 
     def _bake(self, spec: Spec, plan: Plan, step: Step) -> dict[str, Any]:
-        from deployer.gatekeeper import bake
-
         assert plan.release is not None
-        evidence = bake(self, spec, plan.release.id, plan.baseline, step.bake_s)
+        rid = plan.release.id
+        row = self.ledger.endpoint(spec.name)  # the shares the last route set: what this bake holds
+        traffic = row.traffic if row else Traffic()
+        weight, mirror = traffic.weights.get(rid, 0), traffic.mirror.get(rid)
+        evidence = bake(self, spec.name, spec.gates, rid, plan.baseline, step.bake_s, weight=weight, mirror=mirror)
         return {"evidence": evidence[-len(spec.gates) :] if spec.gates else []}
 
     def _fail(self, spec: Spec, plan: Plan, release: Release, error: DeployerError) -> Outcome:
@@ -418,6 +421,8 @@ class Engine:
         try:
             traffic = self._observed_traffic(endpoint)
             current = traffic.weights.get(release.id, 0)
+            if release.id in traffic.mirror:  # a shadow phase: stop the copies; live traffic never moved
+                self.route(endpoint, Traffic(weights=traffic.weights, mirror=_without(traffic.mirror, release.id)))
             if baseline is not None and current > 0:
                 for w in rollback_steps(spec.strategy, current):
                     self.route(endpoint, Traffic.split(release.id, w, baseline) if w else Traffic.all_to(baseline))
@@ -590,6 +595,10 @@ class Engine:
             self.emit(Progress(endpoint, task=task, done=done, total=total))
 
         return report
+
+
+def _without(shares: dict[str, int], release_id: str) -> dict[str, int]:
+    return {k: v for k, v in shares.items() if k != release_id}
 
 
 def target_record(spec: Spec) -> dict[str, Any]:

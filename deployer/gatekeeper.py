@@ -1,70 +1,179 @@
-"""The bake loop: hold a traffic step while the spec's gates are evaluated, and decide.
+"""The gate loops: hold a traffic step while its gates are evaluated (:func:`bake`), or judge a live
+release until its gates decide (:func:`watch`, used by the guard).
 
+Both take a :class:`GateHost`, the narrow part of the engine they use (the provider's metrics and
+invoke, the journal, ``emit`` and the clock), so this module never imports the engine. Every result
+is journaled as ``<prefix>:<gate>`` and emitted as a ``GateEvaluated`` event by :func:`record`.
+
+Late metrics
+------------
+A provider states its metrics' resolution and publication delay in
+``capabilities.metrics_granularity_s`` (``g``) and ``metrics_delay_s`` (``d``); both are 0 for
+per-request metrics available at once (local).
+
+* A bake's window starts at the first period boundary (epoch multiple of ``g``) at or after the
+  moment the bake began, which is after the route that set this step's weights: a gate never reads
+  the previous step's traffic, even from a metrics service that rounds a window's start down.
+* The first evaluation waits until one whole period after that start is published (``start + g + d``);
+  evaluations are at least ``g`` apart, so each sees a new datapoint.
+* A bake lasts at least until that first evaluation. ``plan`` refuses, offline, a bake shorter than
+  ``g + d`` (:func:`deployer.rollout.check_strategy`).
+
+The bake (:func:`bake`)
+-----------------------
 For a bake of ``bake_s`` seconds the gates are evaluated every ``interval`` (a fifth of the bake,
-between 0.5 s and 10 s) over the window since the step began. Each result is journaled as
-evidence and emitted as a ``GateEvaluated`` event.
+between 0.5 s and 10 s, and at least ``g``) over the window since the step began.
 
 * Any gate failing (its ``failure_limit`` reached) ends the bake at once: :class:`GateFailedError`.
 * At the end of the bake every gate passing lets the rollout go on.
 * Gates still pending at the end (inconclusive under policy ``wait``, or too few consecutive
-  passes) keep the bake going for up to ``max(bake_s, 10 s)`` more; then the deadline decides
+  passes) keep the bake going for up to ``max(bake_s, 10 s, interval)`` more; then the deadline decides
   (:meth:`GateSet.final`), where inconclusive is a failure unless the gate's policy is ``pass``.
 
 No gates: the bake is a plain wait.
+
+The guard's watch (:func:`watch`)
+---------------------------------
+The live release is judged over the trailing ``window_s``. The gates are evaluated again and again
+until each one decides (``failure_limit`` failures, or ``successes_required`` consecutive passes),
+every ``interval = max(g, min(10 s, window_s / rounds))`` where ``rounds`` is the most evaluations
+any gate can need (``failure_limit + successes_required - 1``), and never longer than ``window_s``.
+It stops early when a pending gate's latest result is inconclusive (an idle endpoint stays idle
+within one run). What is still pending then is the guard's *inconclusive*.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from deployer.errors import GateFailedError
-from deployer.gates import GateContext, GateSet, Phase
+from deployer.events import Event
+from deployer.gates import AnyGate, GateContext, GateResult, GateSet, MetricsProvider, Phase
+from deployer.records import Capabilities
+from deployer.waiting import Clock, wall_offset
 
-if TYPE_CHECKING:
-    from deployer.engine import Engine
-    from deployer.spec import Spec
+
+class Journal(Protocol):
+    """The ledger's journal, as the gate loops write to it."""
+
+    def journal(
+        self, endpoint: str, release: str | None, step: str, phase: str, *, detail: dict[str, Any] | None = None
+    ) -> int: ...
 
 
-def bake(engine: Engine, spec: Spec, release: str, baseline: str | None, bake_s: float) -> list[dict[str, Any]]:
-    """Bake ``release``; return the evidence, or raise GateFailedError carrying it."""
-    clock = engine.clock
-    if not spec.gates:
+class GateProvider(MetricsProvider, Protocol):
+    """The provider's metrics and invoke (gates), and the capabilities that say how late metrics come."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+
+class GateHost(Protocol):
+    """What the gate loops need from whoever runs them: the engine satisfies it, and so does the guard."""
+
+    @property
+    def provider(self) -> GateProvider: ...
+
+    @property
+    def ledger(self) -> Journal: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def emit(self, event: Event) -> None: ...
+
+
+def record(host: GateHost, endpoint: str, results: Sequence[GateResult], prefix: str) -> None:
+    """Journal each result as ``<prefix>:<gate>`` (its outcome as the phase) and emit its event."""
+    for result in results:
+        step = f"{prefix}:{result.gate}"
+        host.ledger.journal(endpoint, result.release, step, result.outcome, detail=result.to_dict())
+        host.emit(result.to_event(endpoint))
+
+
+def bake(
+    host: GateHost,
+    endpoint: str,
+    gates: Sequence[AnyGate],
+    release: str,
+    baseline: str | None,
+    bake_s: float,
+    *,
+    weight: int | None = None,
+    mirror: int | None = None,
+) -> list[dict[str, Any]]:
+    """Bake ``release`` (rules in the module docstring); return the evidence, or raise GateFailedError carrying it.
+
+    ``weight`` and ``mirror`` are the candidate's shares of live and copied traffic in this step (for
+    webhook gates).
+    """
+    clock = host.clock
+    if not gates:
         clock.sleep(bake_s)
         return []
-    endpoint = spec.name
-    gates = GateSet(spec.gates)
-    interval = min(10.0, max(0.5, bake_s / 5))
+    caps = host.provider.capabilities
+    g, d = caps.metrics_granularity_s, caps.metrics_delay_s
+    gs = GateSet(gates)
+    interval = max(g, min(10.0, max(0.5, bake_s / 5)))
     start = clock.now()
-    end = start + bake_s
-    hard_end = end + max(bake_s, 10.0)
-    weight = engine.ledger.endpoint(endpoint)
-    current = weight.traffic.weights.get(release) if weight else None
+    window_start = _period_start(start, g, wall_offset(clock))
+    first = max(window_start + g + d, start + interval)
+    end = max(start + bake_s, first)
+    hard_end = end + max(bake_s, 10.0, interval)
+    due = first
     while True:
-        now = clock.now()
-        clock.sleep(max(0.0, min(interval, hard_end - now)))
-        window = max(1.0, clock.now() - start)
+        clock.sleep(max(0.0, min(due, hard_end) - clock.now()))
         ctx = GateContext(
             endpoint=endpoint,
             release=release,
-            provider=engine.provider,
+            provider=host.provider,
             baseline=baseline,
-            window_s=window,
-            weight=current,
+            window_s=max(1.0, clock.now() - window_start),
+            weight=weight,
+            mirror=mirror,
         )
-        for result in gates.evaluate_round(ctx):
-            engine.ledger.journal(endpoint, release, f"gate:{result.gate}", result.outcome, detail=result.to_dict())
-            engine.emit(result.to_event(endpoint))
+        record(host, endpoint, gs.evaluate_round(ctx), "gate")
         now = clock.now()
         phase: Phase = "during" if now < end else "bake_end"
-        decision = gates.decision(phase)
+        decision = gs.decision(phase)
         if decision == "fail":
-            raise _failed(gates, phase)
+            raise _failed(gs, phase)
         if decision == "pass" and now >= end:
-            return gates.evidence()
+            return gs.evidence()
         if now >= hard_end:
-            if gates.final() == "fail":
-                raise _failed(gates, "deadline")
-            return gates.evidence()
+            if gs.final() == "fail":
+                raise _failed(gs, "deadline")
+            return gs.evidence()
+        due = now + interval
+
+
+def watch(host: GateHost, endpoint: str, gates: Sequence[AnyGate], release: str, window_s: float) -> GateSet:
+    """Evaluate ``gates`` on ``release`` over the trailing ``window_s`` until each decides (rules in the
+    module docstring). ``decision("during")`` of the returned set is pass, fail, or pending (undecided)."""
+    clock = host.clock
+    gs = GateSet(gates)
+    rounds = max((g.failure_limit + g.successes_required - 1 for g in gates), default=1)
+    interval = max(host.provider.capabilities.metrics_granularity_s, min(10.0, window_s / rounds))
+    stop = clock.now() + window_s
+    while True:
+        ctx = GateContext(endpoint=endpoint, release=release, provider=host.provider, window_s=window_s)
+        record(host, endpoint, gs.evaluate_round(ctx), "guard")
+        if gs.decision("during") != "pending":
+            return gs
+        idle = any(t.verdict() == "pending" and t.last is not None and t.last.outcome == "inconclusive"
+                   for t in gs.trackers)
+        if idle or clock.now() + interval > stop:
+            return gs
+        clock.sleep(interval)
+
+
+def _period_start(now: float, granularity_s: float, offset: float) -> float:
+    """The first metrics period boundary at or after ``now`` (on the clock's axis; epoch = now + offset)."""
+    if granularity_s <= 0:
+        return now
+    return math.ceil((now + offset) / granularity_s) * granularity_s - offset
 
 
 def _failed(gates: GateSet, phase: Phase = "during") -> GateFailedError:

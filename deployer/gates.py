@@ -160,7 +160,8 @@ class GateContext:
     ``provider`` is anything with ``metrics()`` and ``invoke()`` as in the Provider protocol.
     ``post(url, body, timeout_s) -> status`` sends webhook gates (default: httpx, imported lazily);
     it raises ``OSError`` (``ConnectionError``, ``TimeoutError``) when the URL cannot be reached.
-    ``clock`` stamps results.
+    ``clock`` stamps results. ``weight`` is the candidate's share of live traffic in this step, ``mirror``
+    the share of requests copied to it (a shadow phase; its answers reach no caller).
     """
 
     endpoint: str
@@ -169,6 +170,7 @@ class GateContext:
     baseline: str | None = None
     window_s: float = 300.0
     weight: int | None = None
+    mirror: int | None = None
     post: Poster = post_json
     clock: Callable[[], float] = time.time
 
@@ -180,6 +182,7 @@ class GateContext:
             "baseline": self.baseline,
             "window_s": self.window_s,
             "weight": self.weight,
+            "mirror": self.mirror,
             "at": self.clock(),
         }
 

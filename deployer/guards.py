@@ -4,11 +4,15 @@ Made for schedules (cron, systemd timers, CI schedules) with nobody watching::
 
     deployer guard churn --max-error-rate 0.01 --max-p99-ms 300 --window 10m
 
-The live release is judged once over the window by metric gates built from the thresholds
+The live release is judged over the trailing window by metric gates built from the thresholds
 (each needs ``min_samples`` requests, so an idle endpoint is *inconclusive*, never healthy by
-default) plus, with ``gates_from``, the gates of a spec file. A failing gate rolls back to the
-last good release in one route, with the evidence in the ledger. Guards take the endpoint lock,
-so two guards at once never both act: the second reports ``locked`` and does nothing.
+default) plus, with ``gates_from``, the gates of a spec file. One run decides: gates that need
+several failures (``failure_limit``) or consecutive passes (``successes_required``) are evaluated
+again within the run until each decides, spaced by the provider's metrics granularity and bounded
+by the window (:func:`deployer.gatekeeper.watch`). A failing gate rolls back to the last good
+release in one route (:meth:`Engine.rollback <deployer.engine.Engine.rollback>`), with the evidence
+in the ledger. Guards take the endpoint lock, so two guards at once never both act: the second
+reports ``locked`` and does nothing.
 
 Outcomes and CLI exit codes: ``healthy`` 0, ``rolled_back`` 10, ``no_rollback_target`` 11,
 ``inconclusive`` 12, ``locked`` 6; errors use the usual codes.
@@ -22,9 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployer.engine import Engine
 from deployer.errors import LockedError, NoPreviousReleaseError, NotFoundError, SpecError
-from deployer.events import EventFn, GateEvaluated
+from deployer.events import EventFn
+from deployer.gatekeeper import watch
+from deployer.gates import AnyGate
 from deployer.spec import MetricGate
+from deployer.waiting import Clock
 
 EXIT_CODES = {"healthy": 0, "rolled_back": 10, "no_rollback_target": 11, "inconclusive": 12, "locked": 6}
 
@@ -75,12 +83,16 @@ def guard(
     notify_url: str | None = None,
     state: str | None = None,
     on_event: EventFn | None = None,
+    clock: Clock | None = None,
 ) -> GuardReport:
-    """Judge ``name``'s live release over ``window``; roll back on a failed gate. See the module doc."""
+    """Judge ``name``'s live release over ``window``; roll back on a failed gate. See the module doc.
+
+    ``clock`` drives the pauses between evaluations (tests pass a fake one).
+    """
     from deployer import api
 
     window_s = parse_window(window)
-    gates: list[Any] = []
+    gates: list[AnyGate] = []
     if max_error_rate is not None:
         gates.append(MetricGate(name="error_rate", metric="error_rate", max=max_error_rate, min_samples=min_samples))
     if max_p99_ms is not None:
@@ -93,48 +105,35 @@ def guard(
         )
     ledger = api.open_ledger(state)
     try:
-        _, provider = api._provider_for(ledger, name)
+        _, provider = api.provider_for(ledger, name)
+        engine = Engine(provider, ledger, on_event=on_event, clock=clock, notify_url=notify_url)
         with contextlib.ExitStack() as held:
             try:  # only taking the lock may answer "locked"; errors while judging propagate
                 held.enter_context(ledger.lock(name, "guard"))
             except LockedError as e:
                 return GuardReport(name, "locked", reason=f"another operation holds the lock: {e.holder}; did nothing")
-            return _judge(name, gates, window_s, ledger, provider, notify_url, on_event)
+            return _judge(engine, name, gates, window_s)
     finally:
         ledger.close()
 
 
-def _judge(
-    name: str,
-    gates: list[Any],
-    window_s: float,
-    ledger: Any,
-    provider: Any,
-    notify_url: str | None,
-    on_event: EventFn | None,
-) -> GuardReport:
-    """Evaluate the gates once on the live release; roll back on failure. The caller holds the lock."""
-    from deployer.engine import Engine
-    from deployer.gates import GateContext, GateSet
-
+def _judge(engine: Engine, name: str, gates: list[AnyGate], window_s: float) -> GuardReport:
+    """Watch the live release until its gates decide; roll back on failure. The caller holds the lock."""
+    ledger = engine.ledger
     live = ledger.live_release(name)
     if live is None:
         raise NotFoundError(f"endpoint {name!r} has no live release to guard", hint="deploy it first")
-    gs = GateSet(gates)
-    ctx = GateContext(endpoint=name, release=live.id, provider=provider, baseline=None, window_s=window_s)
-    for result in gs.evaluate_round(ctx):
-        ledger.journal(name, live.id, f"guard:{result.gate}", result.outcome, detail=result.to_dict())
-        if on_event:
-            event: GateEvaluated = result.to_event(name)
-            on_event(event)
+    gs = watch(engine, name, gates, live.id, window_s)
     evidence = gs.evidence()
     decision = gs.decision("during")
     if decision == "pass":
         return GuardReport(name, "healthy", live.id, evidence=evidence)
     if decision != "fail":
-        # the last result says why (e.g. "0 requests in 600s, need 20"), not the tracker's counts
+        # an idle gate says why ("0 requests in 600s, need 20"); an unproven one gives its counts
         reasons = "; ".join(
-            f"{t.name}: {t.last.reason}" for t in gs.trackers if t.last is not None and t.last.outcome != "pass"
+            f"{t.name}: {t.last.reason if t.last.outcome == 'inconclusive' else t.reason('during')}"
+            for t in gs.trackers
+            if t.last is not None and t.verdict("during") != "pass"
         )
         return GuardReport(name, "inconclusive", live.id, reason=reasons, evidence=evidence)
     reason = "guard: " + "; ".join(f"{k}: {v}" for k, v in gs.reasons("during").items())
@@ -143,7 +142,6 @@ def _judge(
     except NoPreviousReleaseError:
         ledger.set_release(name, live.id, reason=reason, evidence=evidence)
         return GuardReport(name, "no_rollback_target", live.id, reason=reason, evidence=evidence)
-    engine = Engine(provider, ledger, on_event=on_event, notify_url=notify_url)
     out = engine.rollback(name, to=target.id, reason=reason)
     ledger.set_release(name, live.id, outcome="failed", evidence=evidence)
     return GuardReport(name, "rolled_back", live.id, out.release, reason, evidence)

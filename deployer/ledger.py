@@ -46,7 +46,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY, provider TEXT NOT NULL, target TEXT NOT NULL,
     url TEXT, meta TEXT NOT NULL DEFAULT '{}', traffic TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, destroyed_at REAL
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, destroyed_at REAL,
+    mirror TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS releases (
     endpoint TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -172,14 +173,23 @@ class Ledger:
         self.db.close()
 
     def _migrate(self) -> None:
-        """Bring a ledger file written by an older deployer up to this schema (idempotent).
+        """Bring a ledger file written by an older deployer up to this schema (idempotent, race-safe:
+        the columns are re-read inside the write transaction, so two processes never add one twice).
 
-        ``releases.autoscaling`` (added later) is filled from the newest journaled ``scale`` of each release.
+        ``releases.autoscaling`` is filled from the newest journaled ``scale`` of each release;
+        ``endpoints.mirror`` starts empty.
         """
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(releases)")}
-        if "autoscaling" in columns:
+
+        def columns(table: str) -> set[str]:
+            return {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+
+        if "autoscaling" in columns("releases") and "mirror" in columns("endpoints"):
             return
         with self._tx() as db:
+            if "mirror" not in columns("endpoints"):
+                db.execute("ALTER TABLE endpoints ADD COLUMN mirror TEXT NOT NULL DEFAULT '{}'")
+            if "autoscaling" in columns("releases"):
+                return
             db.execute("ALTER TABLE releases ADD COLUMN autoscaling TEXT")
             rows = db.execute(
                 "SELECT endpoint, release, detail FROM operations WHERE step LIKE 'scale%' AND phase='done' "
@@ -256,19 +266,26 @@ class Ledger:
         )
 
     def set_traffic(self, name: str, traffic: Traffic) -> None:
+        """Record the weights and the mirror (shadow) percentages last routed."""
         self.db.execute(
-            "UPDATE endpoints SET traffic=?, updated_at=? WHERE name=?",
-            (json.dumps(traffic.weights, sort_keys=True), time.time(), name),
+            "UPDATE endpoints SET traffic=?, mirror=?, updated_at=? WHERE name=?",
+            (_json(traffic.weights), _json(traffic.mirror), time.time(), name),
         )
 
     def mark_destroyed(self, name: str) -> None:
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE endpoints SET destroyed_at=?, traffic='{}', url=NULL WHERE name=?", (now, name))
+            db.execute(
+                "UPDATE endpoints SET destroyed_at=?, traffic='{}', mirror='{}', url=NULL WHERE name=?", (now, name)
+            )
             db.execute("UPDATE releases SET running=0 WHERE endpoint=?", (name,))
 
     def endpoint(self, name: str) -> EndpointRow | None:
-        r = self.db.execute("SELECT * FROM endpoints WHERE name=?", (name,)).fetchone()
+        r = self.db.execute(
+            "SELECT name, provider, target, url, meta, traffic, created_at, updated_at, destroyed_at, mirror "
+            "FROM endpoints WHERE name=?",
+            (name,),
+        ).fetchone()
         if r is None:
             return None
         return EndpointRow(
@@ -277,7 +294,7 @@ class Ledger:
             target=json.loads(r[2]),
             url=r[3],
             meta=json.loads(r[4]),
-            traffic=Traffic(weights=json.loads(r[5])),
+            traffic=Traffic(weights=json.loads(r[5]), mirror=json.loads(r[9])),
             created_at=r[6],
             updated_at=r[7],
             destroyed_at=r[8],
@@ -532,3 +549,7 @@ def _release_row(r: tuple[Any, ...]) -> ReleaseRow:
         evidence=json.loads(r[14]),
         autoscaling=Autoscaling.model_validate_json(r[16]) if r[16] else None,
     )
+
+
+def _json(shares: dict[str, int]) -> str:
+    return json.dumps(shares, sort_keys=True)

@@ -33,24 +33,31 @@ StepKind = Literal[
 
 @dataclass(frozen=True)
 class Step:
-    """One unit of work. ``weights`` for route; ``bake_s`` for bake; ``release`` it concerns."""
+    """One unit of work. ``weights`` and ``mirror`` for route; ``bake_s`` for bake; ``release`` it concerns."""
 
     kind: StepKind
     release: str | None = None
     weights: dict[str, int] = field(default_factory=dict)
     bake_s: float = 0.0
     note: str = ""
+    mirror: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        """Stable name used in the journal: ``route:r0002=25``."""
+        """Stable name used in the journal: ``route:r0002=25``, ``route:r0001=100;mirror:r0002=20``."""
         if self.kind == "route":
-            return "route:" + ",".join(f"{k}={v}" for k, v in sorted(self.weights.items()))
+            name = "route:" + _pairs(self.weights)
+            return name + (";mirror:" + _pairs(self.mirror) if self.mirror else "")
         return f"{self.kind}:{self.release}" if self.release else self.kind
+
+    @property
+    def traffic(self) -> Traffic:
+        """What a route step sets."""
+        return Traffic(weights=self.weights, mirror=self.mirror)
 
     def describe(self) -> str:
         if self.kind == "route":
-            return "traffic " + ", ".join(f"{k} {v}%" for k, v in sorted(self.weights.items()))
+            return "traffic " + _fmt(self.traffic)
         if self.kind == "bake":
             return f"bake {self.bake_s:g}s on {self.release} with gates"
         return f"{self.kind.replace('_', ' ')} {self.release or ''}".strip() + (f" ({self.note})" if self.note else "")
@@ -173,7 +180,7 @@ def make_plan(
             steps.append(Step("repair", live.id, note="the provider no longer serves it"))
             steps.append(Step("route", live.id, weights={live.id: 100}))
             diff.append(f"~ repair {live.id}: redeploy it, the provider no longer serves it")
-        elif traffic.weights != {live.id: 100}:
+        elif traffic.weights != {live.id: 100} or traffic.mirror:
             steps.append(Step("route", live.id, weights={live.id: 100}))
             diff.append(f"~ traffic {_fmt(traffic)} -> {live.id} 100%")
         if spec.autoscaling is not None and spec.autoscaling != head.live_autoscaling:
@@ -207,13 +214,14 @@ def make_plan(
     if spec.autoscaling is not None:
         steps.append(Step("scale", release.id, note=f"min {spec.autoscaling.min}, max {spec.autoscaling.max}"))
     current = traffic.weights.get(release.id, 0) if head_in_flight is not None else 0
-    for weight, bake in traffic_steps(spec.strategy, has_baseline=baseline is not None):
-        if weight < current:
+    for ts in traffic_steps(spec.strategy, has_baseline=baseline is not None):
+        if ts.weight < current:
             continue
-        weights = Traffic.split(release.id, weight, baseline).weights
-        steps.append(Step("route", release.id, weights=weights))
-        if bake > 0 or (spec.gates and baseline is not None):
-            steps.append(Step("bake", release.id, bake_s=bake))
+        weights = Traffic.split(release.id, ts.weight, baseline).weights
+        mirror = {release.id: ts.mirror} if ts.mirror else {}
+        steps.append(Step("route", release.id, weights=weights, mirror=mirror))
+        if ts.bake_s is not None and (ts.bake_s > 0 or (spec.gates and baseline is not None)):
+            steps.append(Step("bake", release.id, bake_s=ts.bake_s))
     steps.append(Step("promote", release.id))
     if baseline is not None:
         diff.append(f"~ traffic {baseline} -> {release.id} by {spec.strategy.type}")
@@ -249,5 +257,10 @@ def _leftovers(spec: Spec, observed: Observed | None, head: LedgerHead, live: st
     return idle
 
 
+def _pairs(shares: dict[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(shares.items()))
+
+
 def _fmt(t: Traffic) -> str:
-    return ", ".join(f"{k} {v}%" for k, v in sorted(t.weights.items())) or "none"
+    mirror = "".join(f", mirror {k} {v}%" for k, v in sorted(t.mirror.items()))
+    return (", ".join(f"{k} {v}%" for k, v in sorted(t.weights.items())) or "none") + mirror

@@ -22,10 +22,13 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Monotonic wall time."""
+    """Monotonic time for deadlines; :meth:`wall` for what is aligned to the calendar (metric periods)."""
 
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -45,6 +48,16 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.t += max(0.0, seconds)
+
+
+def wall_offset(clock: Clock) -> float:
+    """Seconds to add to ``clock.now()`` to get epoch time, where metric periods have their boundaries.
+
+    A clock with a ``wall()`` method (:class:`SystemClock`) is measured against it; any other clock
+    (:class:`FakeClock`) counts epoch seconds itself, so the offset is 0.
+    """
+    wall = getattr(clock, "wall", None)
+    return float(wall()) - clock.now() if callable(wall) else 0.0
 
 
 @dataclass(frozen=True)

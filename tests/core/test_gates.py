@@ -360,7 +360,7 @@ def test_webhook_2xx_passes_and_receives_the_context(receiver: Receiver) -> None
     r = evaluate(WebhookGate(name="qa", url=receiver.url + "/status/204"), ctx(FakeProvider(), weight=10))
     assert r.outcome == "pass" and r.observed == {"status": 204}
     assert receiver.bodies == [{"endpoint": "churn", "release": "r0002", "baseline": "r0001", "window_s": 60,
-                                "weight": 10, "at": 1000.0, "gate": "qa"}]
+                                "weight": 10, "mirror": None, "at": 1000.0, "gate": "qa"}]
 
 
 @pytest.mark.timeout(20)

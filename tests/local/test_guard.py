@@ -166,13 +166,26 @@ def test_guard_with_nothing_to_roll_back_to(e2e_home: Path) -> None:
     name = "solo"
     ep = deployer.apply(spec(e2e_home, name, "flaky", "v1"))
     assert ep.url
+    gates = e2e_home.parent / "gates.yaml"
+    gates.write_text(json.dumps({
+        "name": name, "model": {"flavor": "container", "image": "unused"},
+        "gates": [{"type": "metric", "metric": "error_rate", "max": 0.05, "min_samples": 10, "failure_limit": 3}],
+    }))
     with Load(ep.url, e2e_home.parent / "load.json", seconds=30, concurrency=4, rps=100) as load:
         time.sleep(2.0)
         code, res, _ = cli_guard(name)
         rep = api_guard(name)
+        # a gate that needs three failures still decides within one run (it used to say "inconclusive")
+        before = len(journal(e2e_home, name))
+        start = time.monotonic()
+        three = deployer.guard(name, gates_from=gates, window=WINDOW)
+        took = time.monotonic() - start
         load.stop()
     assert (code, res["outcome"], res["release"], res["rolled_back_to"]) == (11, "no_rollback_target", "r0001", None)
     assert (rep.outcome, rep.exit_code) == ("no_rollback_target", 11)
+    assert (three.outcome, three.exit_code) == ("no_rollback_target", 11), three.reason
+    assert "3 failure(s), limit 3" in three.reason and took < 4.0
+    assert [o.phase for o in journal(e2e_home, name)[before:] if o.step.startswith("guard:")] == ["fail"] * 3
     assert weights(e2e_home, name) == {"r0001": 100}
     ledger = Ledger(e2e_home / "ledger.db")
     try:
