@@ -367,13 +367,12 @@ class Engine:
         """Delete artifacts no rollback target needs (beyond the newest ``keep`` releases). Cleanup:
         a failure is reported in ``errors`` and retried after the next promotion."""
         done: set[str] = set()
-        store = self.provider.store()
         for rid, digest in self.ledger.prunable_artifacts(endpoint, keep):
             if digest in done:
                 continue
 
             def delete(digest: str = digest) -> None:
-                self.call(partial(store.delete, digest))
+                self.call(partial(self.provider.store().delete, digest))
                 self.ledger.mark_pruned(endpoint, digest)
 
             step = Step("prune", rid, note=f"artifact sha256:{digest[:12]}")
