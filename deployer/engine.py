@@ -514,13 +514,13 @@ class Engine:
                 f"release {target.id} of {endpoint!r} is {target.status}: only a release that was live can serve again",
                 hint="see `deployer history` for releases that were live",
             )
-        if live is not None and target.id == live.id:
-            if observed is not None and observed.traffic == Traffic.all_to(live.id):
-                return Outcome(endpoint, target.id, "unchanged")
-            live = None  # only the traffic moves back
         running = (
             observed is not None and target.id in observed.releases and observed.releases[target.id].status in PRESENT
         )
+        if live is not None and target.id == live.id:
+            if running and observed is not None and observed.traffic == Traffic.all_to(live.id):
+                return Outcome(endpoint, target.id, "unchanged")
+            live = None  # it stays live: only its traffic (or its compute) comes back
         if not running and target.release.artifact is None and target.release.flavor != "container":
             raise NoPreviousReleaseError(
                 f"release {target.id} of {endpoint!r} no longer runs and the ledger has no artifact for it "
@@ -529,16 +529,26 @@ class Engine:
             )
         if not running:
             hold = observed.traffic if observed and observed.traffic.weights else Traffic.all_to(target.id)
+            if live is None and hold == Traffic.all_to(target.id):
+                # an empty endpoint serves the target from its first instance: the ledger says so first
+                self.ledger.set_release(endpoint, target.id, status="live", reason=f"rolled back to: {reason}")
             self.step(
                 endpoint,
                 Step("deploy_release", target.id, note="redeploy for rollback"),
                 lambda: self.bring_up(target.release, hold, self.timeout_s),
             )
-        self.step(
-            endpoint,
-            Step("route", target.id, weights={target.id: 100}),
-            lambda: self.route(endpoint, Traffic.all_to(target.id)),
-        )
+        try:
+            self.step(
+                endpoint,
+                Step("route", target.id, weights={target.id: 100}),
+                lambda: self.route(endpoint, Traffic.all_to(target.id)),
+            )
+        except DeployerError:
+            # the answer may be lost after the change was made: the ledger follows what the provider serves
+            now = self.call(lambda: self.provider.observe(endpoint))
+            if now is None or now.traffic != Traffic.all_to(target.id):
+                raise
+            self.ledger.set_traffic(endpoint, now.traffic)
         with self.ledger.transaction():
             if live is not None:
                 self.ledger.set_release(endpoint, live.id, status="rolled_back", reason=reason)

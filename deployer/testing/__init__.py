@@ -10,9 +10,24 @@ A provider's test module subclasses :class:`ProviderConformance` and supplies on
         def conformance_target(self, tmp_path, monkeypatch):
             monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path))
             return ConformanceTarget(target={"provider": "local"}, ledger_path=tmp_path / "ledger.db")
+
+:class:`MemoryProvider` is an in-memory platform honouring the whole provider contract, with
+fault injection (:class:`FaultPlan`), for property-based tests of the engine.
 """
 
 from deployer.testing.conformance import ConformanceTarget, ProviderConformance, make_model
 from deployer.testing.harness import Crash, Harness, Recorder, crash_after
+from deployer.testing.memory import FaultPlan, MemoryProvider, MemoryWorld
 
-__all__ = ["ConformanceTarget", "Crash", "Harness", "ProviderConformance", "Recorder", "crash_after", "make_model"]
+__all__ = [
+    "ConformanceTarget",
+    "Crash",
+    "FaultPlan",
+    "Harness",
+    "MemoryProvider",
+    "MemoryWorld",
+    "ProviderConformance",
+    "Recorder",
+    "crash_after",
+    "make_model",
+]

@@ -315,3 +315,29 @@ def test_exit_code_8_is_documented_where_the_cli_says() -> None:
     page = (Path(__file__).parents[2] / "docs" / "exit-codes.md").read_text()
     assert f"| {cli.EXIT_CLEANUP_FAILED} | done, but cleanup failed" in page
     assert cli.__doc__ is not None and f"{cli.EXIT_CLEANUP_FAILED}    done, but cleanup failed" in cli.__doc__
+
+
+def _lost_answer(call: str) -> FaultPlan:
+    """The first ``call`` takes effect, then its answer is lost (a typed error reaches the engine)."""
+    return FaultPlan(at={1: ("after", lambda n: ConflictError(f"lost answer of {n}", code="Busy"))}, call=call)
+
+
+def test_a_rollback_into_a_destroyed_endpoint_names_what_it_serves_even_when_it_fails(rig: Rig) -> None:
+    rig.harness.deploy(rig.spec(1))
+    rig.harness.destroy(rig.spec(1))
+    rig.world.faults = _lost_answer("deploy_release")
+    with pytest.raises(ConflictError):
+        rig.harness.rollback(rig.spec(1))
+    assert rig.traffic() == {"r0001": 100} and rig.live() == "r0001"
+    rig.world.faults = None
+    assert rig.harness.rollback(rig.spec(1), to="r0001").outcome == "rolled_back"
+    assert rig.live() == "r0001" and rig.world.endpoints[NAME].releases["r0001"].status == "ready"
+
+
+def test_a_rollback_whose_route_answer_is_lost_follows_the_provider(rig: Rig) -> None:
+    rig.harness.deploy(rig.spec(1, strategy={"keep_previous_warm": True}))
+    rig.harness.deploy(rig.spec(2, strategy={"keep_previous_warm": True}))
+    rig.world.faults = _lost_answer("route")
+    out = rig.harness.rollback(rig.spec(1))
+    assert out.outcome == "rolled_back" and rig.traffic() == {"r0001": 100} and rig.live() == "r0001"
+    assert rig.rows()["r0002"].status == "rolled_back"
