@@ -80,7 +80,7 @@ class Prepared:
 def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
     """Validate offline, package the model and find its artifact in the store. No provider writes."""
     from deployer import artifacts
-    from deployer.events import Progress
+    from deployer.events import Progress, StepDone
 
     provider = make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
@@ -96,10 +96,13 @@ def prepare(spec: Spec, on_event: EventFn | None = None) -> Prepared:
     packaged = None
     if spec.model.path is not None or spec.model.obj is not None:
         packaged = (
-            artifacts.package(Path(spec.model.path))
+            artifacts.package(Path(spec.model.path), serving=spec.serving, flavor=spec.model.flavor)
             if spec.model.path is not None
-            else artifacts.package_object(spec.model.obj)
+            else artifacts.package_object(spec.model.obj, serving=spec.serving)
         )
+        for note in packaged.notes:
+            if on_event:
+                on_event(StepDone(spec.name, step="package", outcome="ok", detail=note))
         store = provider.store()
         found = store.find(packaged.digest)
         artifact = found or ArtifactRef(digest=packaged.digest, uri="", size=packaged.size)

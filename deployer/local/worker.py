@@ -35,6 +35,8 @@ log = logging.getLogger("deployer.local.worker")
 WATCH_INTERVAL_S = 0.1
 FLUSH_INTERVAL_S = 0.5
 GRACEFUL_S = 10
+ACCEPT_GRACE_S = 0.25
+"""On stop: seconds between no longer accepting and closing idle connections (see ``_Server``)."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -157,6 +159,20 @@ class Worker:
     async def serve(self, sock: socket.socket) -> None:
         import uvicorn
 
+        class _Server(uvicorn.Server):
+            """Stops accepting first, then lets requests already sent on accepted connections arrive.
+
+            uvicorn closes connections without a request in progress at once; a connection this worker
+            has just accepted, whose request is still on the wire, would be reset. Its siblings keep
+            accepting from the shared socket meanwhile, so a stopping worker drops nothing.
+            """
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                for server in self.servers:
+                    server.close()
+                await asyncio.sleep(ACCEPT_GRACE_S)
+                await super().shutdown(sockets)
+
         config = uvicorn.Config(
             self.app,
             http="httptools",
@@ -167,7 +183,7 @@ class Worker:
             timeout_graceful_shutdown=GRACEFUL_S,
             backlog=2048,
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         watcher = asyncio.create_task(self.watch())
         try:
             await self.server.serve(sockets=[sock])

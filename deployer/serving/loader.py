@@ -213,7 +213,7 @@ def _linear_fast_path(model: Any, np: Any) -> _Linear | None:
 
 
 class OnnxPredictor:
-    """An ONNX graph run with onnxruntime on its first input, as float32.
+    """An ONNX graph run with onnxruntime on its first input, as float32 (float64 for a double input).
 
     Its contract: numeric rows of the input's width (when the graph fixes it), no nulls (a float
     tensor has none). ``contract`` and ``squeeze`` (flatten an ``(n, 1)`` output to ``(n,)``, as
@@ -242,11 +242,12 @@ class OnnxPredictor:
         width = first.shape[1] if len(first.shape) == 2 and isinstance(first.shape[1], int) else None
         self.contract = contract or Contract(numeric=True, width=width)
         self.squeeze = squeeze
+        self.dtype = np.float64 if first.type == "tensor(double)" else np.float32
 
     def predict(self, rows: Any) -> Any:
         if isinstance(rows, list):
             rows = self.contract.parse(rows)
-        out = self.session.run(None, {self.input: self._np.asarray(rows, dtype=self._np.float32)})[0]
+        out = self.session.run(None, {self.input: self._np.asarray(rows, dtype=self.dtype)})[0]
         if self.squeeze and out.ndim == 2 and out.shape[1] == 1:
             return out.ravel()
         return out
