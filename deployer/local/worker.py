@@ -122,6 +122,7 @@ class Worker:
             "at": time.time(),
             "beat": time.time(),
             "hung": self.app.hung(),
+            "shadow_dropped": self.app.shadow_dropped,
         }
         write_atomic(self.paths.ack(self.pid), orjson.dumps(body), mode=0o644)
 

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from deployer.serving.batching import Lane
-from deployer.serving.inputs import BadInput, rows_of
+from deployer.serving.inputs import BadInput, Contract, rows_of
 from deployer.serving.loader import Predictor, contract_of
 from deployer.serving.metrics import BOUNDS_MS, MetricsRecorder, aggregate, read_snapshots
 from deployer.serving.openapi import document
@@ -64,7 +64,7 @@ _PREDICT = frozenset({"/predict", "/invocations"})
 THREADS = 4
 """Prediction threads per worker (each release runs at most ``LANE_CONCURRENCY`` batches at once)."""
 LANE_CONCURRENCY = 2
-SHADOW_CAPACITY_ROWS = 1024
+SHADOW_CAPACITY_ROWS = 256
 """Rows of mirrored copies a worker queues per release; further copies are dropped."""
 DRAIN_LIMIT = 256 * 1024 * 1024
 """Bytes of an oversized body read and discarded so the 413 reaches the client; beyond, the connection closes."""
@@ -285,7 +285,7 @@ class ServingApp:
             await _reply(send, 200 if routing.ready else 503, body)
             return
         if path == "/openapi.json" and method in ("GET", "HEAD"):
-            await _reply(send, 200, document())
+            await _reply(send, 200, document(self._live_contract()))
             return
         if self._auth is not None:
             auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
@@ -311,6 +311,12 @@ class ServingApp:
             await _reply(send, 405, _error("method_not_allowed", f"use {allowed} {path}"))
             return
         await _reply(send, 404, _error("not_found", f"no route {method} {path}"))
+
+    def _live_contract(self) -> Contract | None:
+        """The input contract shared by every live release, if they share one."""
+        routing = self.routing
+        contracts = {contract_of(routing.releases[rid]) for rid in routing.live()}
+        return contracts.pop() if len(contracts) == 1 else None
 
     def _snapshots(self) -> list[dict[str, object]]:
         if self.metrics_dir is None:

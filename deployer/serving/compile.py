@@ -87,17 +87,25 @@ def _compile(src: Path, flavor: str) -> tuple[bytes | None, dict[str, Any], str]
         expected = model.predict(probe)
     except Exception as e:
         return None, {}, f"model.predict fails on numeric probe rows ({type(e).__name__}: {e})"
-    options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else None
+    classes = getattr(model, "classes_", None)
+    options = {id(model): {"zipmap": False}} if classes is not None else None
     why = ""
-    for dtype in (np.float32, np.float64):  # a float32 graph is faster; a double one is exact more often
+    # A float32 graph is faster, a double one exact more often; a classifier's label is taken either from
+    # the graph's label or, as scikit-learn does, as the first class of highest probability (ties differ).
+    for dtype in (np.float32, np.float64):
         try:
             graph = to_onnx(model, probe[:1].astype(dtype), options=options).SerializeToString()
             session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-            got = session.run(None, {session.get_inputs()[0].name: probe.astype(dtype)})[0]
+            outputs = session.run(None, {session.get_inputs()[0].name: probe.astype(dtype)})
         except Exception as e:
             return None, {}, f"skl2onnx cannot convert {type(model).__name__}: {type(e).__name__}: {e}"
+        got = outputs[0]
         squeeze = got.ndim == 2 and got.shape[1] == 1 and np.asarray(expected).ndim == 1
         why = mismatch(expected, got.ravel() if squeeze else got, rtol=1e-9) or ""
+        from_proba = False
+        if why and classes is not None and len(outputs) > 1 and outputs[1].ndim == 2:
+            from_proba = mismatch(expected, classes.take(outputs[1].argmax(axis=1))) is None
+            why = "" if from_proba else why
         if not why:
             break
     if why:
@@ -108,6 +116,7 @@ def _compile(src: Path, flavor: str) -> tuple[bytes | None, dict[str, Any], str]
         "names": [str(n) for n in names] if names is not None else None,
         "allow_nan": False,  # the graph's handling of missing values is not verified: nulls are refused
         "squeeze": squeeze,
+        "classes": classes.tolist() if from_proba else None,
         "probes": int(probe.shape[0]),
     }
     return graph, inputs, ""

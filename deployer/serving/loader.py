@@ -216,13 +216,17 @@ class OnnxPredictor:
     """An ONNX graph run with onnxruntime on its first input, as float32 (float64 for a double input).
 
     Its contract: numeric rows of the input's width (when the graph fixes it), no nulls (a float
-    tensor has none). ``contract`` and ``squeeze`` (flatten an ``(n, 1)`` output to ``(n,)``, as
-    scikit-learn returns it) are given for a graph compiled from a scikit-learn model.
+    tensor has none). For a graph compiled from a scikit-learn model, ``contract``, ``squeeze``
+    (flatten an ``(n, 1)`` output to ``(n,)``, as scikit-learn returns it) and ``classes`` (answer
+    ``classes[argmax(probabilities)]``, scikit-learn's own rule, instead of the graph's label) are
+    given by the compile step.
     """
 
     batchable = True
 
-    def __init__(self, path: Path, contract: Contract | None = None, squeeze: bool = False) -> None:
+    def __init__(
+        self, path: Path, contract: Contract | None = None, squeeze: bool = False, classes: list[Any] | None = None
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -242,12 +246,16 @@ class OnnxPredictor:
         width = first.shape[1] if len(first.shape) == 2 and isinstance(first.shape[1], int) else None
         self.contract = contract or Contract(numeric=True, width=width)
         self.squeeze = squeeze
+        self.classes = np.asarray(classes) if classes is not None else None
         self.dtype = np.float64 if first.type == "tensor(double)" else np.float32
 
     def predict(self, rows: Any) -> Any:
         if isinstance(rows, list):
             rows = self.contract.parse(rows)
-        out = self.session.run(None, {self.input: self._np.asarray(rows, dtype=self.dtype)})[0]
+        outputs = self.session.run(None, {self.input: self._np.asarray(rows, dtype=self.dtype)})
+        if self.classes is not None:
+            return self.classes.take(outputs[1].argmax(axis=1))
+        out = outputs[0]
         if self.squeeze and out.ndim == 2 and out.shape[1] == 1:
             return out.ravel()
         return out
@@ -307,7 +315,9 @@ def _compiled(path: Path) -> Predictor | None:
         allow_nan=bool(inputs.get("allow_nan", False)),
     )
     try:
-        return OnnxPredictor(path / settings.compiled, contract, squeeze=bool(inputs.get("squeeze", False)))
+        return OnnxPredictor(
+            path / settings.compiled, contract, squeeze=bool(inputs.get("squeeze")), classes=inputs.get("classes")
+        )
     except ModelLoadError:
         raise
     except Exception as e:

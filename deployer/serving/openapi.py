@@ -2,15 +2,18 @@
 
 It is the contract clients and API testers (schemathesis in our tests) hold the server to: every
 documented request gets one of the documented status codes, and no request gets a 5xx other than a
-model's own failure (500) or a timeout (504).
+model's own failure (500) or a timeout (504). The row schema is the live release's input contract
+when it has one (numeric rows of its width, nulls only where the model takes them), else any row.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from deployer.serving.inputs import Contract
 
 _ERROR = {
     "type": "object",
@@ -18,14 +21,35 @@ _ERROR = {
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
 }
 _VALUE = {"type": ["number", "string", "boolean", "null"]}
-_ROW = {
-    "oneOf": [
-        {"type": "array", "items": _VALUE, "description": "the features of one row, in the model's order"},
-        {"type": "object", "additionalProperties": _VALUE, "description": "features by name"},
-    ]
-}
-_ROWS = {"type": "array", "items": _ROW, "minItems": 1}
-_PREDICT_BODY = {"oneOf": [_ROWS, {"type": "object", "required": ["instances"], "properties": {"instances": _ROWS}}]}
+
+
+def _row(contract: Contract | None) -> dict[str, Any]:
+    """The schema of one row under ``contract`` (any row when there is none)."""
+    if contract is None or contract.passthrough:
+        return {}
+    if not contract.numeric:
+        value: dict[str, Any] = _VALUE
+    else:
+        value = {"type": ["number", "null"] if contract.allow_nan else "number"}
+    values: dict[str, Any] = {"type": "array", "items": value, "description": "the features of one row, in order"}
+    if contract.width is not None:
+        values.update(minItems=contract.width, maxItems=contract.width)
+    if not contract.names:
+        return values
+    record = {
+        "type": "object",
+        "properties": {n: value for n in contract.names},
+        "required": list(contract.names),
+        "description": "features by name",
+    }
+    return {"oneOf": [values, record]}
+
+
+def _body(contract: Contract | None) -> dict[str, Any]:
+    rows = {"type": "array", "items": _row(contract), "minItems": 1}
+    return {"oneOf": [rows, {"type": "object", "required": ["instances"], "properties": {"instances": rows}}]}
+
+
 _PREDICTION = {
     "type": "object",
     "required": ["predictions", "release"],
@@ -51,7 +75,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
-def _predict_op(summary: str) -> dict[str, Any]:
+def _predict_op(summary: str, contract: Contract | None) -> dict[str, Any]:
     return {
         "summary": summary,
         "parameters": [
@@ -63,7 +87,7 @@ def _predict_op(summary: str) -> dict[str, Any]:
                 "description": "send the request to this release whatever its weight",
             }
         ],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _PREDICT_BODY}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _body(contract)}}},
         "responses": {
             "200": _json(_PREDICTION, "one prediction per row"),
             **_errors(400, 401, 404, 413, 422, 500, 503, 504),
@@ -86,9 +110,9 @@ def _ready() -> dict[str, Any]:
     }
 
 
-@cache
-def document() -> bytes:
-    """The OpenAPI document as JSON bytes (built once)."""
+@lru_cache(maxsize=16)
+def document(contract: Contract | None = None) -> bytes:
+    """The OpenAPI document as JSON bytes, its rows described by ``contract`` (cached per contract)."""
     metrics_params = [
         {"name": "window", "in": "query", "required": False, "schema": {"type": "number", "exclusiveMinimum": 0}},
         {
@@ -102,8 +126,8 @@ def document() -> bytes:
         "openapi": "3.1.0",
         "info": {"title": "deployer model server", "version": "1"},
         "paths": {
-            "/predict": {"post": _predict_op("predict rows with a release drawn from the traffic split")},
-            "/invocations": {"post": _predict_op("SageMaker container contract alias of /predict")},
+            "/predict": {"post": _predict_op("predict rows with a release drawn from the traffic split", contract)},
+            "/invocations": {"post": _predict_op("SageMaker container contract alias of /predict", contract)},
             "/health": {"get": {"summary": "liveness", "responses": {"200": _json({"type": "object"}, "alive")}}},
             "/ready": {"get": _ready()},
             "/ping": {"get": _ready()},

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from deployer.artifacts import package
+from deployer.artifacts import Packaged, package
 from deployer.local.provider import LocalProvider
 from deployer.local.state import read_json
 from deployer.records import Release, Traffic
@@ -30,13 +30,12 @@ def deploy(
     entrypoint: str | None = None,
     replicas: int = 1,
     traffic: Traffic | None = None,
+    packaged: Packaged | None = None,
 ) -> str:
-    """Package ``src`` with ``serving``, deploy it as ``rid`` and wait until it serves; returns the URL."""
-    packaged = package(src, serving=serving or Serving(), flavor=flavor)
-    try:
-        ref = provider.store().put(packaged.path, packaged.digest)
-    finally:
-        shutil.rmtree(packaged.path.parent, ignore_errors=True)
+    """Package ``src`` with ``serving`` (or take ``packaged``), deploy it as ``rid``, wait until it serves; the URL."""
+    packaged = packaged or package(src, serving=serving or Serving(), flavor=flavor)
+    ref = provider.store().put(packaged.path, packaged.digest)
+    shutil.rmtree(packaged.path.parent, ignore_errors=True)
     release = Release(
         id=rid,
         endpoint=endpoint,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 
 from deployer.serving.app import ServingApp
+from deployer.serving.batching import Lane
 from deployer.serving.inputs import Contract
 from deployer.serving.loader import SklearnPredictor
 from deployer.serving.routing import Routing
@@ -110,3 +112,27 @@ def test_python_models_are_not_batched_unless_they_say_so() -> None:
     with serve(ServingApp(Routing({"r0001": model}, {"r0001": 100}))) as c:
         replies = asyncio.run(_post_all(_base(c), [[[float(t), 1.0]] for t in range(16)]))
     assert all(r.status_code == 200 for r in replies) and set(model.calls) == {1}
+
+
+def test_a_shadow_lane_drops_copies_beyond_its_capacity() -> None:
+    release = threading.Event()
+
+    def blocked(x: Any) -> Any:
+        release.wait(10)
+        return x[:, 0]
+
+    async def scenario() -> tuple[list[bool], list[Any]]:
+        pool = ThreadPoolExecutor(1)
+        lane = Lane(blocked, pool, batching=True, max_batch=4, concurrency=1, capacity=8)
+        futures = [lane.offer(np.array([[float(i)]]), 1) for i in range(20)]
+        await asyncio.sleep(0.05)
+        release.set()
+        kept = [f for f in futures if f is not None]
+        results = await asyncio.gather(*kept)
+        pool.shutdown()
+        return [f is not None for f in futures], results
+
+    accepted, results = asyncio.run(scenario())
+    # the first copy runs at once; eight more queue; the rest are dropped, never queued
+    assert accepted == [True] * 9 + [False] * 11
+    assert [float(r[0]) for r in results] == [float(i) for i in range(9)]
