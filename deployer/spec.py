@@ -250,7 +250,7 @@ class Batching(_Model):
 class Serving(_Model):
     """How the model server runs the model (local provider; packaged with the artifact)."""
 
-    batching: Batching = Field(default_factory=Batching)
+    batching: Batching = Field(default_factory=Batching, description="Adaptive micro-batching of concurrent requests.")
     timeout_s: float = Field(
         30.0,
         gt=0,
@@ -282,7 +282,9 @@ class Spec(_Model):
     autoscaling: Autoscaling | None = None
     strategy: Strategy = Field(default_factory=Strategy)
     gates: list[Gate] = Field(default_factory=list)
-    serving: Serving = Field(default_factory=Serving)
+    serving: Serving = Field(
+        default_factory=Serving, description="How the model server runs the model: batching, limits, ONNX compilation."
+    )
     tags: dict[str, str] = Field(default_factory=dict)
     state: StateBackend = Field(default_factory=StateBackend)
     notify_webhook: str | None = Field(

@@ -9,11 +9,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from deployer.local.provider import LocalProvider
 
+from .models import e2e_home_fixture, local_provider  # noqa: F401 - a fixture
 from .serving_kit import deploy, fresh_post, workers
 
 MB = 1024 * 1024
@@ -119,3 +121,34 @@ def test_schemathesis_finds_no_server_error_against_the_served_openapi(
     assert {"/predict", "/invocations", "/metrics", "/ready"} <= paths
     assert any(s == 200 for p, s in seen if p == "/predict"), "no valid prediction was generated"
     assert any(400 <= s < 500 for p, s in seen if p == "/predict")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_malformed_requests_do_not_make_guard_roll_back_a_healthy_release(
+    e2e_home: Path, model_dirs: dict[str, Path]
+) -> None:
+    """100 malformed requests among 2,000 good ones are the callers' errors: the guard keeps the release."""
+    import deployer
+    from deployer.spec import Spec
+
+    def spec(model: str) -> Spec:
+        return Spec.model_validate({"name": "churn", "model": {"path": str(model_dirs[model]), "flavor": "sklearn"}})
+
+    deployer.apply(spec("a"))
+    url = deployer.apply(spec("b")).url
+    assert url
+    bad = [body for _, body, _ in CORPUS]
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=url, timeout=10, headers={"content-type": "application/json"}) as client:
+        for i in range(2100):
+            body = bad[i // 21 % len(bad)] if i % 21 == 20 else orjson.dumps([[i % 7 - 3, 0.5, 1.0, -1.0]])
+            status = client.post("/predict", content=body).status_code
+            statuses[status] = statuses.get(status, 0) + 1
+    assert statuses[200] == 2000 and sum(n for s, n in statuses.items() if 400 <= s < 500) == 100, statuses
+    time.sleep(1.0)  # one metrics flush
+
+    report = deployer.guard("churn", max_error_rate=0.01, window="60s", min_samples=10)
+    assert (report.outcome, report.exit_code, report.release) == ("healthy", 0, "r0002"), report
+    metrics = local_provider(e2e_home).metrics("churn", "r0002", 60)
+    assert (metrics.requests, metrics.errors) == (2000, 0)
