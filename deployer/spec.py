@@ -243,7 +243,11 @@ class Batching(_Model):
     )
     max_batch: int = Field(64, ge=1, le=4096, description="Most rows in one predict call.")
     max_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="Longest a request waits for others while a batch of its release runs."
+        2.0,
+        ge=0,
+        le=1000,
+        description="Least a queued request waits for its release's running batch before a second batch starts "
+        "beside it (the wait is also at least 4x the release's usual batch time).",
     )
 
 

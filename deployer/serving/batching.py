@@ -4,10 +4,12 @@ A :class:`Lane` serves one release in one worker. Requests join its queue; the l
 thread pool (the event loop never runs a model) as batches:
 
 * when nothing of the lane is running, a request is dispatched at once (no added latency when idle);
-* while a batch runs, arrivals wait until a slot frees or ``max_wait_ms`` passes, and then go as one
-  batch of at most ``max_batch`` rows (a single request larger than that goes alone);
-* at most ``concurrency`` batches of a lane run at once, so one slow or hung prediction leaves the
-  other slots serving.
+* while a batch runs, arrivals queue and go together as the next batch when it finishes, at most
+  ``max_batch`` rows (a single request larger than that goes alone): the busier the release, the
+  larger its batches, with one ``predict`` call at a time;
+* a second batch starts beside a running one only when that one *stalls*: it has run longer than
+  ``STALL_FACTOR`` times the lane's usual batch time (a moving average) and at least ``max_wait_ms``.
+  Up to ``concurrency`` batches run at once, so one slow or hung prediction leaves the others served.
 
 Rows of the batch are concatenated into one ``predict`` call and the predictions split back by row
 count, so each caller gets exactly its own rows. When the batched call raises, or returns the wrong
@@ -35,6 +37,10 @@ from typing import Any
 import numpy as np
 
 BatchHook = Callable[[int], None]
+
+STALL_FACTOR = 4.0
+"""A running batch older than this many times the lane's average batch time has stalled."""
+EWMA_ALPHA = 0.2
 
 
 @dataclass
@@ -71,6 +77,8 @@ class Lane:
         self.pending: deque[_Item] = deque()
         self.pending_rows = 0
         self.running: dict[int, float] = {}
+        self.usual_s = 0.0
+        """Moving average of this lane's batch durations."""
         self._next = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -100,23 +108,24 @@ class Lane:
     def _enqueue(self, item: _Item) -> None:
         self.pending.append(item)
         self.pending_rows += item.n
-        self._dispatch(waited=False)
+        self._dispatch()
 
-    def _dispatch(self, waited: bool) -> None:
+    def _dispatch(self) -> None:
         while self.pending and len(self.running) < self.concurrency:
-            idle = not self.running
-            if not (idle or waited or self.pending_rows >= self.max_batch or self.max_wait_s == 0):
-                if self._timer is None:
-                    loop = asyncio.get_running_loop()
-                    self._timer = loop.call_later(self.max_wait_s, self._on_timer)
-                return
+            if self.running:
+                age = time.monotonic() - min(self.running.values())
+                limit = max(self.max_wait_s, STALL_FACTOR * self.usual_s)
+                if age < limit:  # the running batch is not stalled: the queue waits for it
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(limit - age, self._on_timer)
+                    return
             batch = self._take()
             if batch:
                 self._start(batch)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._dispatch(waited=True)
+        self._dispatch()
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
@@ -149,7 +158,10 @@ class Lane:
         work.add_done_callback(lambda done: self._finish(key, batch, done))
 
     def _finish(self, key: int, batch: list[_Item], done: asyncio.Future[list[Any]]) -> None:
-        self.running.pop(key, None)
+        started = self.running.pop(key, None)
+        if started is not None:
+            took = time.monotonic() - started
+            self.usual_s = took if self.usual_s == 0 else self.usual_s + EWMA_ALPHA * (took - self.usual_s)
         results: list[Any]
         try:
             results = done.result()
@@ -162,7 +174,7 @@ class Lane:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
-        self._dispatch(waited=True)
+        self._dispatch()
 
 
 def _run(predict: Callable[[Any], Any], parts: list[Any], counts: list[int]) -> list[Any]:
