@@ -34,8 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 BatchHook = Callable[[int], None]
 
 STALL_FACTOR = 4.0
@@ -181,6 +179,8 @@ def _run(predict: Callable[[Any], Any], parts: list[Any], counts: list[int]) -> 
     """In a pool thread: one ``predict`` over all parts, split back; each part alone if that fails."""
     if len(parts) == 1:
         return [_one(predict, parts[0], counts[0])]
+    import numpy as np
+
     try:
         joined = np.concatenate(parts) if isinstance(parts[0], np.ndarray) else [r for p in parts for r in p]
         out = predict(joined)

@@ -116,7 +116,7 @@ def _compile(src: Path, flavor: str) -> tuple[bytes | None, dict[str, Any], str]
         "names": [str(n) for n in names] if names is not None else None,
         "allow_nan": False,  # the graph's handling of missing values is not verified: nulls are refused
         "squeeze": squeeze,
-        "classes": classes.tolist() if from_proba else None,
+        "classes": classes.tolist() if from_proba and classes is not None else None,
         "probes": int(probe.shape[0]),
     }
     return graph, inputs, ""

@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 
 class BadInput(Exception):
     """The request cannot be served as sent; ``str(e)`` tells the caller what to change."""
@@ -55,6 +53,8 @@ class Contract:
         """Rows ready for ``predict``; raises :class:`BadInput` naming the problem."""
         if self.passthrough:
             return rows
+        import numpy as np  # imported on first use: the worker's HTTP stack loads without it
+
         if isinstance(rows[0], dict):
             rows = self._records(rows)
         try:
@@ -83,6 +83,8 @@ class Contract:
         return out
 
     def _numbers(self, x: Any) -> Any:
+        import numpy as np
+
         kind = x.dtype.kind
         if kind in "US" or (kind == "O" and any(isinstance(v, str | bytes) for v in x.flat)):
             raise BadInput("row values must be numbers, not strings", "not_numeric")

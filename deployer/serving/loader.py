@@ -31,7 +31,6 @@ from typing import Any, Protocol
 
 from deployer.errors import CapabilityError, DeployerError
 from deployer.serving.inputs import PASSTHROUGH, Contract
-from deployer.serving.probe import mismatch, probe_rows
 from deployer.serving.settings import read_settings
 
 FLAVOR_MODULES: dict[str, tuple[str, ...]] = {
@@ -204,6 +203,8 @@ def _linear_fast_path(model: Any, np: Any) -> _Linear | None:
     coef = getattr(model, "coef_", None)
     if not isinstance(coef, np.ndarray) or coef.dtype.kind != "f" or not hasattr(model, "intercept_"):
         return None
+    from deployer.serving.probe import mismatch, probe_rows
+
     try:
         fast = _Linear(model, np)
         probe = probe_rows(fast.width)
