@@ -101,3 +101,20 @@ def test_default_serving_leaves_the_artifact_unchanged(tmp_path: Path) -> None:
     src.mkdir()
     joblib.dump(LogisticRegression().fit(x, y), src / "model.joblib")
     assert package(src, tmp_path / "a").digest == package(src, tmp_path / "b", serving=Serving()).digest
+
+
+def test_compile_onnx_is_only_for_sklearn_models() -> None:
+    from pydantic import ValidationError
+
+    from deployer.spec import Spec
+
+    with pytest.raises(ValidationError, match="serving.compile 'onnx' converts sklearn models"):
+        Spec.model_validate(
+            {
+                "name": "svc",
+                "model": {"path": "m", "flavor": "python", "entrypoint": "m:Model"},
+                "serving": {"compile": "onnx"},
+            }
+        )
+    with pytest.raises(ValidationError, match="max_batch"):
+        Spec.model_validate({"name": "svc", "model": {"path": "m"}, "serving": {"batching": {"max_batch": 0}}})
