@@ -120,7 +120,14 @@ def load(url: str, body: bytes, seconds: float, connections: int = 64, threads: 
         p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
         p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
         non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-        return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": float(non2xx.group(1)) if non2xx else 0.0}
+        timeouts = re.search(r"Socket errors:.*timeout (\d+)", out)
+        return {
+            "rps": rps,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+            "timeouts": float(timeouts.group(1)) if timeouts else 0.0,
+        }
     gen = Path(__file__).with_name("_loadgen.py")
     out = subprocess.run(
         [PY, str(gen), url, body.decode(), str(seconds), str(connections)],

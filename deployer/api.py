@@ -93,6 +93,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
     ``provider`` (default: the one ``spec.target`` names) lets tests supply an in-memory platform.
     """
     from deployer import artifacts
+    from deployer.events import StepDone
 
     provider = provider or make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
@@ -114,7 +115,14 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
         want = spec.model.digest.removeprefix("sha256:") if spec.model.digest else None
         source = fetch(spec.model.uri, want, home(), on_progress=_reporter(spec, on_event, "download")).path
     if source is not None or spec.model.obj is not None:
-        packaged = artifacts.package(source) if source is not None else artifacts.package_object(spec.model.obj)
+        packaged = (
+            artifacts.package(source, serving=spec.serving, flavor=spec.model.flavor)
+            if source is not None
+            else artifacts.package_object(spec.model.obj, serving=spec.serving)
+        )
+        for note in packaged.notes:
+            if on_event:
+                on_event(StepDone(spec.name, step="package", outcome="ok", detail=note))
         store = provider.store()
         found = store.find(packaged.digest)
         artifact = found or ArtifactRef(digest=packaged.digest, uri="", size=packaged.size)

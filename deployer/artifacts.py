@@ -16,9 +16,12 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from deployer.errors import SpecError
+
+if TYPE_CHECKING:
+    from deployer.spec import Serving
 
 ARTIFACT_NAME = "model.tar.gz"
 CHUNK = 1 << 20
@@ -26,11 +29,15 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Packaged:
-    """A packaged model on local disk, ready for ``ArtifactStore.put``."""
+    """A packaged model on local disk, ready for ``ArtifactStore.put``.
+
+    ``notes`` say what packaging decided on the user's behalf (e.g. why a compiled graph was refused).
+    """
 
     path: Path
     digest: str
     size: int
+    notes: tuple[str, ...] = ()
 
 
 class _HashingWriter(io.RawIOBase):
@@ -76,17 +83,29 @@ def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
     return info
 
 
-def package(src: Path, out_dir: Path | None = None) -> Packaged:
+def package(
+    src: Path, out_dir: Path | None = None, serving: Serving | None = None, flavor: str = "sklearn"
+) -> Packaged:
     """Package a model file or directory into a deterministic ``model.tar.gz``; return its digest.
 
-    Raises :class:`SpecError` (field ``model.path``) when ``src`` does not exist or is empty.
+    A non-default ``serving`` adds its manifest (and, for ``compile: onnx``, the verified graph) to
+    the archive, see :func:`deployer.serving.compile.serving_files`. Raises :class:`SpecError`
+    (field ``model.path``) when ``src`` does not exist or is empty.
     """
     src = Path(src)
     if not src.exists():
         raise SpecError("model.path", f"{src} does not exist", fix="point model.path at the model file or directory")
-    entries = _entries(src)
+    entries: list[tuple[Path | bytes, str]] = list(_entries(src))
     if not entries:
         raise SpecError("model.path", f"{src} is an empty directory", fix="put the model files in it")
+    notes: list[str] = []
+    if serving is not None:
+        from deployer.serving.compile import serving_files
+
+        extra, notes = serving_files(src, serving, flavor)
+        entries = sorted(
+            [e for e in entries if e[1] not in extra] + [(b, n) for n, b in extra.items()], key=lambda e: e[1]
+        )
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="deployer-pkg-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / ARTIFACT_NAME
@@ -96,21 +115,24 @@ def package(src: Path, out_dir: Path | None = None) -> Packaged:
             gzip.GzipFile(filename="", mode="wb", fileobj=hasher, mtime=0, compresslevel=6) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
-            for path, name in entries:
-                st = path.stat()
+            for item, name in entries:
+                if isinstance(item, bytes):
+                    tar.addfile(_tarinfo(name, len(item), False), io.BytesIO(item))
+                    continue
+                st = item.stat()
                 info = _tarinfo(name, st.st_size, bool(st.st_mode & 0o111))
-                with open(path, "rb") as fh:
+                with open(item, "rb") as fh:
                     tar.addfile(info, fh)
-    return Packaged(path=target, digest=hasher.sha.hexdigest(), size=hasher.size)
+    return Packaged(path=target, digest=hasher.sha.hexdigest(), size=hasher.size, notes=tuple(notes))
 
 
-def package_object(obj: Any, out_dir: Path | None = None) -> Packaged:
+def package_object(obj: Any, out_dir: Path | None = None, serving: Serving | None = None) -> Packaged:
     """Serialise an in-memory model with joblib and package it (flavor ``sklearn``)."""
     import joblib  # a model object means the user has joblib's world loaded already
 
-    work = Path(tempfile.mkdtemp(prefix="deployer-obj-"))
-    joblib.dump(obj, work / "model.joblib")
-    return package(work / "model.joblib", out_dir)
+    with tempfile.TemporaryDirectory(prefix="deployer-obj-") as work:
+        joblib.dump(obj, Path(work) / "model.joblib")
+        return package(Path(work) / "model.joblib", out_dir, serving)
 
 
 def sha256_file(path: Path) -> str:

@@ -251,6 +251,41 @@ class WebhookGate(_Gate):
 Gate = Annotated[MetricGate | SmokeGate | CallableGate | WebhookGate, Field(discriminator="type")]
 
 
+class Batching(_Model):
+    """Adaptive micro-batching: concurrent requests to one release share one ``predict`` call."""
+
+    enabled: bool | None = Field(
+        None,
+        description="None: on for sklearn and onnx, off for python unless the model class sets batchable = True.",
+    )
+    max_batch: int = Field(64, ge=1, le=4096, description="Most rows in one predict call.")
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Least a queued request waits for its release's running batch before a second batch starts "
+        "beside it (the wait is also at least 4x the release's usual batch time).",
+    )
+
+
+class Serving(_Model):
+    """How the model server runs the model (local provider; packaged with the artifact)."""
+
+    batching: Batching = Field(default_factory=Batching, description="Adaptive micro-batching of concurrent requests.")
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Per-request prediction timeout (504); a worker stuck for twice it is recycled.",
+    )
+    max_body_mb: float = Field(10.0, gt=0, le=1024, description="Largest request body (413 above).")
+    compile: Literal["none", "onnx"] = Field(
+        "none",
+        description="onnx: convert an sklearn model with skl2onnx when packaging and serve the graph "
+        "if it reproduces model.predict on probe rows (else the model itself serves, and the reason is reported).",
+    )
+
+
 class StateBackend(_Model):
     """Where the ledger lives."""
 
@@ -268,6 +303,9 @@ class Spec(_Model):
     autoscaling: Autoscaling | None = None
     strategy: Strategy = Field(default_factory=Strategy)
     gates: list[Gate] = Field(default_factory=list)
+    serving: Serving = Field(
+        default_factory=Serving, description="How the model server runs the model: batching, limits, ONNX compilation."
+    )
     tags: dict[str, str] = Field(default_factory=dict)
     state: StateBackend = Field(default_factory=StateBackend)
     notify_webhook: str | None = Field(
@@ -285,6 +323,12 @@ class Spec(_Model):
                 "use 2-48 lowercase letters, digits and hyphens, starting with a letter and not ending with '-'"
             )
         return v
+
+    @model_validator(mode="after")
+    def _compile_flavor(self) -> Spec:
+        if self.serving.compile == "onnx" and self.model.flavor != "sklearn":
+            raise ValueError(f"serving.compile 'onnx' converts sklearn models; model.flavor is {self.model.flavor!r}")
+        return self
 
     @field_validator("tags")
     @classmethod

@@ -11,6 +11,9 @@ Where it differs from the protocol:
   endpoint runs the largest count among its releases. There is no autoscaling and no scale to zero.
 * ``host``, ``port`` are fixed when the endpoint is created (destroy it to change them);
   the ``token`` can change at any time.
+* Shadow traffic (``traffic.mirror``) is copied by each worker after the caller has its answer, on
+  a thread of its own with a bounded queue: when the mirrored release cannot keep up, copies are
+  dropped rather than queued, so callers never wait for it.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ CAPABILITIES = Capabilities(
     metrics=True,
     native_rollout=False,
     container_images=False,
+    shadow=True,
     unsupported={
         "autoscaling": "the local provider runs a fixed number of worker processes; scale sets it to autoscaling.min",
         "scale_to_zero": "local workers keep running; destroy the endpoint to free it",
@@ -252,11 +256,14 @@ class LocalProvider:
             if unknown:
                 raise NotFoundError(f"traffic names releases that are not deployed: {', '.join(unknown)}")
             weights = {rid: weights.get(rid, 0) for rid in releases}
+            mirror = dict(traffic.mirror) if traffic.weights else dict(current.mirror)
+            _check_mirror(mirror, releases)
             desired = current
-            if (releases, weights, opts.token) != (current.releases, current.weights, current.token) or (
-                current.version == 0
-            ):
-                desired = self._write(paths, replace(current, releases=releases, weights=weights, token=opts.token))
+            new = (releases, weights, mirror, opts.token)
+            if new != (current.releases, current.weights, current.mirror, current.token) or current.version == 0:
+                desired = self._write(
+                    paths, replace(current, releases=releases, weights=weights, mirror=mirror, token=opts.token)
+                )
         self._start_supervisor(paths)
         return self._op("deploy_release", release.endpoint, release.id, desired.version)
 
@@ -270,9 +277,11 @@ class LocalProvider:
             if unknown:
                 raise NotFoundError(f"cannot route to releases that are not deployed: {', '.join(unknown)}")
             weights = {rid: traffic.weights.get(rid, 0) for rid in current.releases}
+            mirror = dict(traffic.mirror)
+            _check_mirror(mirror, current.releases)
             desired = current
-            if weights != current.weights:
-                desired = self._write(paths, replace(current, weights=weights))
+            if (weights, mirror) != (current.weights, current.mirror):
+                desired = self._write(paths, replace(current, weights=weights, mirror=mirror))
         self._start_supervisor(paths)
         return self._op("route", endpoint, None, desired.version)
 
@@ -306,7 +315,8 @@ class LocalProvider:
                 )
             releases = {k: v for k, v in current.releases.items() if k != release}
             weights = {k: v for k, v in current.weights.items() if k != release}
-            desired = self._write(paths, replace(current, releases=releases, weights=weights))
+            mirror = {k: v for k, v in current.mirror.items() if k != release}
+            desired = self._write(paths, replace(current, releases=releases, weights=weights, mirror=mirror))
         self._start_supervisor(paths)
         return self._op("retire_release", endpoint, release, desired.version)
 
@@ -415,7 +425,7 @@ class LocalProvider:
             url=state.get("url"),
             status=ep_status,
             releases=releases,
-            traffic=Traffic(weights=dict(desired.weights)),
+            traffic=Traffic(weights=dict(desired.weights), mirror=dict(desired.mirror)),
             replicas=len(workers),
             meta=meta,
         )
@@ -462,6 +472,12 @@ class LocalProvider:
         except orjson.JSONDecodeError:
             data = raw.decode(errors="replace")
         return Response(status=resp.status, body=data, release=resp.getheader("x-deployer-release"), latency_ms=latency)
+
+
+def _check_mirror(mirror: dict[str, int], releases: dict[str, ReleaseSpec]) -> None:
+    unknown = sorted(set(mirror) - set(releases))
+    if unknown:
+        raise NotFoundError(f"cannot mirror traffic to releases that are not deployed: {', '.join(unknown)}")
 
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

@@ -49,6 +49,8 @@ class Desired:
     version: int = 0
     releases: dict[str, ReleaseSpec] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
+    mirror: dict[str, int] = field(default_factory=dict)
+    """Shadow traffic: release id -> percent of requests copied to it (see ``Traffic.mirror``)."""
     workers: int = 1
     host: str = "127.0.0.1"
     port: int = 0

@@ -11,7 +11,11 @@ foreground by ``deployer serve`` (:func:`run_foreground`). It:
 4. forks ``desired.workers`` workers (:mod:`deployer.local.worker`) that inherit the socket and the
    preloaded modules, restarts crashed ones (with backoff in a crash loop), forks or SIGTERMs
    workers when ``desired.json`` changes the count;
-5. on SIGTERM / SIGINT stops the workers gracefully (SIGKILL after a bound), removes its pid file
+5. recycles a hung worker: one whose heartbeat says a prediction ran past its release's recycle
+   limit (``2 x serving.timeout_s``), or whose heartbeat stopped for ``SILENT_S``. A replacement is
+   forked at once and the hung worker is stopped gracefully (its other requests finish; SIGKILL
+   after ``STOP_GRACE_S``), so the endpoint drops no request while the stuck thread dies with it;
+6. on SIGTERM / SIGINT stops the workers gracefully (SIGKILL after a bound), removes its pid file
    and exits 0.
 """
 
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import orjson
 
-from deployer.local.state import Desired, Paths, read_desired, read_json, read_pid, write_atomic
+from deployer.local.state import Desired, Paths, read_acks, read_desired, read_json, read_pid, write_atomic
 
 log = logging.getLogger("deployer.local.supervisor")
 
@@ -42,6 +46,9 @@ CRASH_WINDOW_S = 3.0
 EXIT_LOCKED = 3
 EXIT_BAD_STATE = 4
 RETENTION_S = 900
+HUNG_CHECK_S = 0.5
+SILENT_S = 15.0
+"""A worker whose heartbeat is older than this (its event loop is blocked) is recycled."""
 
 
 def _preload_flavors(flavors: set[str]) -> None:
@@ -114,6 +121,8 @@ class Supervisor:
         self.lock_fd: int | None = None
         self.preloaded: set[str] = set()
         self.next_prune = 0.0
+        self.next_hung_check = 0.0
+        self.recycled = 0
         self._state: bytes = b""
 
     # -- startup --------------------------------------------------------------------------
@@ -219,6 +228,8 @@ class Supervisor:
         while not self.stop:
             self._reap()
             self._check_desired()
+            if time.monotonic() >= self.next_hung_check:
+                self._recycle_hung()
             self._adjust()
             self._write_state()
             if time.monotonic() >= self.next_prune:
@@ -246,6 +257,25 @@ class Supervisor:
                 self.next_spawn = time.monotonic() + min(5.0, 0.1 * 2**self.crashes)
             else:
                 self.crashes = 0
+
+    def _recycle_hung(self) -> None:
+        """Stop workers that report a hung prediction or a silent heartbeat; ``_adjust`` replaces them."""
+        self.next_hung_check = time.monotonic() + HUNG_CHECK_S
+        now = time.time()
+        for pid, ack in read_acks(self.paths).items():
+            if pid not in self.workers:
+                continue
+            beat = ack.get("beat")
+            why = ack.get("hung")
+            if not why and isinstance(beat, int | float) and now - beat > SILENT_S:
+                why = f"no heartbeat for {now - beat:.0f}s"
+            if why:
+                log.warning("worker %d is hung (%s); replacing it", pid, why)
+                del self.workers[pid]
+                self.draining[pid] = time.monotonic()
+                self.recycled += 1
+                self.last_exit = f"worker {pid} recycled: {why}"
+                self._kill(pid, signal.SIGTERM)
 
     def _adjust(self) -> None:
         assert self.desired is not None
@@ -304,6 +334,7 @@ class Supervisor:
             "version": self.desired.version,
             "crash_loop": self.crashes >= 3,
             "last_exit": self.last_exit,
+            "recycled": self.recycled,
         }
         body = orjson.dumps(state)
         if body != self._state:

@@ -3,8 +3,10 @@
 The worker loads the desired releases *before* it starts accepting connections, then watches
 ``desired.json`` (a ``stat`` every 100 ms). On a new version it loads the new releases in a thread
 while it keeps serving, swaps the routing table in one assignment (so neither a new release nor a
-traffic change drops a request), drops retired releases and writes its ack file. It flushes its
-metrics every 0.5 s and exits when the supervisor dies (``PR_SET_PDEATHSIG`` plus a parent check).
+traffic or mirror change drops a request), drops retired releases and writes its ack file. Every
+0.5 s it flushes its metrics and rewrites its ack as a heartbeat (``beat``) saying whether a
+prediction has run past its release's recycle limit (``hung``); the supervisor replaces a hung or
+silent worker. It exits when the supervisor dies (``PR_SET_PDEATHSIG`` plus a parent check).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from deployer.serving.app import ServingApp
 from deployer.serving.loader import Predictor, load
 from deployer.serving.metrics import MetricsRecorder
 from deployer.serving.routing import Routing
+from deployer.serving.settings import Settings, read_settings
 
 log = logging.getLogger("deployer.local.worker")
 
 WATCH_INTERVAL_S = 0.1
 FLUSH_INTERVAL_S = 0.5
 GRACEFUL_S = 10
+ACCEPT_GRACE_S = 0.25
+"""On stop: seconds between no longer accepting and closing idle connections (see ``_Server``)."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -57,18 +62,22 @@ class Worker:
         metrics_file = paths.metrics / f"{self.pid}-{time.time_ns()}.json"
         self.app = ServingApp(recorder=MetricsRecorder(metrics_file), metrics_dir=paths.metrics)
         self.specs: dict[str, ReleaseSpec] = {}
+        self.settings: dict[str, Settings] = {}
         self.errors: dict[str, str] = {}
         self.version = -1
         self.server: Any = None
 
     def _load_one(self, rid: str, spec: ReleaseSpec) -> Predictor | None:
         try:
-            model = load(Path(spec.path), spec.flavor, spec.entrypoint)
+            path = Path(spec.path)
+            settings = read_settings(path) if path.is_dir() else Settings()
+            model = load(path, spec.flavor, spec.entrypoint)
         except Exception as e:
             self.errors[rid] = str(e)
             log.error("worker %d: release %s failed to load: %s", self.pid, rid, e)
             return None
         self.errors.pop(rid, None)
+        self.settings[rid] = settings
         return model
 
     def _plan(self, desired: Desired) -> list[tuple[str, ReleaseSpec]]:
@@ -82,8 +91,11 @@ class Worker:
             if model is not None:
                 releases[rid] = model
         self.errors = {rid: msg for rid, msg in self.errors.items() if rid in desired.releases}
+        self.settings = {rid: s for rid, s in self.settings.items() if rid in desired.releases}
         self.app.set_token(desired.token)
-        self.app.routing = Routing(releases, dict(desired.weights), desired.version)
+        self.app.routing = Routing(
+            releases, dict(desired.weights), desired.version, mirror=dict(desired.mirror), settings=dict(self.settings)
+        )
         self.specs = dict(desired.releases)
         self.version = desired.version
         self.write_ack()
@@ -106,7 +118,11 @@ class Worker:
             "loaded": sorted(self.app.routing.releases),
             "errors": self.errors,
             "live": list(self.app.routing.live()),
+            "mirror": self.app.routing.mirrored(),
             "at": time.time(),
+            "beat": time.time(),
+            "hung": self.app.hung(),
+            "shadow_dropped": self.app.shadow_dropped,
         }
         write_atomic(self.paths.ack(self.pid), orjson.dumps(body), mode=0o644)
 
@@ -137,11 +153,26 @@ class Worker:
                 next_flush = now + FLUSH_INTERVAL_S
                 try:
                     self.app.recorder.flush()
+                    self.write_ack()
                 except OSError as e:
-                    log.warning("worker %d: metrics flush failed: %s", self.pid, e)
+                    log.warning("worker %d: metrics flush or heartbeat failed: %s", self.pid, e)
 
     async def serve(self, sock: socket.socket) -> None:
         import uvicorn
+
+        class _Server(uvicorn.Server):
+            """Stops accepting first, then lets requests already sent on accepted connections arrive.
+
+            uvicorn closes connections without a request in progress at once; a connection this worker
+            has just accepted, whose request is still on the wire, would be reset. Its siblings keep
+            accepting from the shared socket meanwhile, so a stopping worker drops nothing.
+            """
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                for server in self.servers:
+                    server.close()
+                await asyncio.sleep(ACCEPT_GRACE_S)
+                await super().shutdown(sockets)
 
         config = uvicorn.Config(
             self.app,
@@ -153,7 +184,7 @@ class Worker:
             timeout_graceful_shutdown=GRACEFUL_S,
             backlog=2048,
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         watcher = asyncio.create_task(self.watch())
         try:
             await self.server.serve(sockets=[sock])

@@ -1,12 +1,19 @@
 """Load a release from its extracted artifact directory, by flavor.
 
-Every loader returns a :class:`Predictor`: an object with ``predict(rows) -> predictions`` where
-``rows`` is the decoded JSON list the client sent. Flavor libraries are imported lazily, so serving
-an ONNX model never imports scikit-learn and vice versa; :func:`preload` imports them ahead of time
+Every loader returns a :class:`Predictor`: an object with ``predict(rows) -> predictions``. The
+sklearn and onnx predictors also carry an input ``contract`` (:mod:`deployer.serving.inputs`) and
+``batchable = True``: they receive the checked 2-D array, possibly several requests' rows at once.
+Any other object (python flavor) receives the decoded JSON list as the client sent it, and is
+batched only when it declares ``batchable = True`` (or the spec turns batching on).
+
+Flavor libraries are imported lazily, so serving an ONNX model never imports scikit-learn and vice
+versa; :func:`preload` imports them ahead of time
 (the supervisor does it once before forking its workers).
 
 * ``sklearn``: the single ``*.joblib`` / ``*.pkl`` file in the directory, loaded with joblib;
   rows become a numpy array (records given as objects are ordered by ``feature_names_in_``).
+  When the artifact carries a verified compiled graph (``serving.compile: onnx``, see
+  :mod:`deployer.serving.compile`) that graph is served with onnxruntime instead.
 * ``onnx``: the single ``*.onnx`` file, run with onnxruntime on the first input as float32.
 * ``python``: ``entrypoint`` ``module:Class`` imported with the directory first on ``sys.path``;
   ``Class.load(path)`` when it exists, else ``Class()``; the object must have ``predict(rows)``.
@@ -23,6 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployer.errors import CapabilityError, DeployerError
+from deployer.serving.inputs import PASSTHROUGH, Contract
+from deployer.serving.settings import read_settings
 
 FLAVOR_MODULES: dict[str, tuple[str, ...]] = {
     "sklearn": ("numpy", "joblib", "sklearn.base"),
@@ -38,6 +47,12 @@ class ModelLoadError(DeployerError):
 
 class Predictor(Protocol):
     def predict(self, rows: Any) -> Any: ...
+
+
+def contract_of(model: Predictor) -> Contract:
+    """The input checks of a loaded model (the JSON rows as they are, for python models)."""
+    contract = getattr(model, "contract", None)
+    return contract if isinstance(contract, Contract) else PASSTHROUGH
 
 
 def preload(flavors: set[str] | list[str]) -> None:
@@ -103,38 +118,58 @@ def _one_file(path: Path, patterns: tuple[str, ...], flavor: str) -> Path:
 class SklearnPredictor:
     """A joblib-pickled estimator (or pipeline).
 
+    Its ``contract`` is learnt at load time by probing the model: the fitted width
+    (``n_features_in_``), whether it takes strings (a pipeline with encoders) and whether it takes
+    missing values; requests outside it are the caller's error (4xx) before the model runs.
+
     Linear models (LogisticRegression, LinearRegression, Ridge, SGD, LinearSVC ...) get a fast path:
     ``X @ coef_.T + intercept_`` in numpy, skipping scikit-learn's per-call validation (~30x faster
-    for one row). It is enabled only after it reproduced ``model.predict`` exactly on probe rows at
-    load time, and only for finite float rows of the fitted width; anything else goes through
-    ``model.predict`` (so bad input still gets scikit-learn's error). ``DEPLOYER_SKLEARN_FAST_PATH=0``
-    turns it off.
+    for one row). Like a compiled graph it obeys :mod:`deployer.serving.probe`'s rule: it serves only
+    after it reproduced ``model.predict`` on the probe rows at load time, and only for finite float
+    rows of the fitted width. ``DEPLOYER_SKLEARN_FAST_PATH=0`` turns it off.
     """
+
+    batchable = True
 
     def __init__(self, model: Any) -> None:
         import numpy as np
 
         self.model = model
         self._np = np
-        names = getattr(model, "feature_names_in_", None)
-        self.feature_names = [str(n) for n in names] if names is not None else None
+        self.contract = _probe_contract(model, np)
         self._linear = _linear_fast_path(model, np)
 
     def predict(self, rows: Any) -> Any:
         np = self._np
-        if rows and isinstance(rows, list) and isinstance(rows[0], dict):
-            if self.feature_names is None:
-                raise ValueError("rows given as objects need a model fitted with feature names")
-            rows = [[r[n] for n in self.feature_names] for r in rows]
+        if isinstance(rows, list):  # called directly (not through the app): check like the app does
+            rows = self.contract.parse(rows)
         fast = self._linear
-        if fast is not None:
-            try:
-                x = np.asarray(rows, dtype=np.float64)
-            except (TypeError, ValueError):
-                x = None
-            if x is not None and x.ndim == 2 and x.shape[1] == fast.width and np.isfinite(x).all():
-                return fast(x)
-        return self.model.predict(np.asarray(rows))
+        if fast is not None and rows.dtype == np.float64 and rows.shape[1] == fast.width and np.isfinite(rows).all():
+            return fast(rows)
+        return self.model.predict(rows)
+
+
+def _fails(predict: Any, x: Any) -> bool:
+    try:
+        predict(x)
+    except Exception:
+        return True
+    return False
+
+
+def _probe_contract(model: Any, np: Any) -> Contract:
+    """What ``model`` accepts, learnt by calling it on a zero row, a string row and a NaN row."""
+    names = getattr(model, "feature_names_in_", None)
+    names = tuple(str(n) for n in names) if names is not None else None
+    width = getattr(model, "n_features_in_", None)
+    if not isinstance(width, int | np.integer) or width <= 0:
+        return Contract(numeric=True, names=names)
+    width = int(width)
+    if _fails(model.predict, np.zeros((1, width))):
+        return Contract(numeric=False, width=width, names=names, allow_nan=True)
+    numeric = _fails(model.predict, np.full((1, width), "x", dtype=object))
+    allow_nan = not _fails(model.predict, np.full((1, width), np.nan))
+    return Contract(numeric=numeric, width=width, names=names, allow_nan=allow_nan)
 
 
 class _Linear:
@@ -168,24 +203,31 @@ def _linear_fast_path(model: Any, np: Any) -> _Linear | None:
     coef = getattr(model, "coef_", None)
     if not isinstance(coef, np.ndarray) or coef.dtype.kind != "f" or not hasattr(model, "intercept_"):
         return None
+    from deployer.serving.probe import mismatch, probe_rows
+
     try:
         fast = _Linear(model, np)
-        probe = np.random.default_rng(0).normal(size=(64, fast.width)) * 3
-        probe[0] = 0.0
-        expected = model.predict(probe)
-        got = fast(probe)
-        if got.shape != expected.shape or got.dtype != expected.dtype:
-            return None
-        same = np.array_equal(got, expected) if fast.classes is not None else np.allclose(got, expected, rtol=1e-12)
-        return fast if same else None
+        probe = probe_rows(fast.width)
+        return fast if mismatch(model.predict(probe), fast(probe)) is None else None
     except Exception:
         return None
 
 
 class OnnxPredictor:
-    """An ONNX graph run with onnxruntime on its first input."""
+    """An ONNX graph run with onnxruntime on its first input, as float32 (float64 for a double input).
 
-    def __init__(self, path: Path) -> None:
+    Its contract: numeric rows of the input's width (when the graph fixes it), no nulls (a float
+    tensor has none). For a graph compiled from a scikit-learn model, ``contract``, ``squeeze``
+    (flatten an ``(n, 1)`` output to ``(n,)``, as scikit-learn returns it) and ``classes`` (answer
+    ``classes[argmax(probabilities)]``, scikit-learn's own rule, instead of the graph's label) are
+    given by the compile step.
+    """
+
+    batchable = True
+
+    def __init__(
+        self, path: Path, contract: Contract | None = None, squeeze: bool = False, classes: list[Any] | None = None
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -196,12 +238,28 @@ class OnnxPredictor:
         import numpy as np
 
         self._np = np
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1  # one thread per call: the worker runs calls side by side
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        first = self.session.get_inputs()[0]
+        self.input = first.name
+        width = first.shape[1] if len(first.shape) == 2 and isinstance(first.shape[1], int) else None
+        self.contract = contract or Contract(numeric=True, width=width)
+        self.squeeze = squeeze
+        self.classes = np.asarray(classes) if classes is not None else None
+        self.dtype = np.float64 if first.type == "tensor(double)" else np.float32
 
     def predict(self, rows: Any) -> Any:
-        out = self.session.run(None, {self.input: self._np.asarray(rows, dtype=self._np.float32)})
-        return out[0]
+        if isinstance(rows, list):
+            rows = self.contract.parse(rows)
+        outputs = self.session.run(None, {self.input: self._np.asarray(rows, dtype=self.dtype)})
+        if self.classes is not None:
+            return self.classes.take(outputs[1].argmax(axis=1))
+        out = outputs[0]
+        if self.squeeze and out.ndim == 2 and out.shape[1] == 1:
+            return out.ravel()
+        return out
 
 
 def load(path: Path, flavor: str, entrypoint: str | None = None) -> Predictor:
@@ -217,6 +275,9 @@ def load(path: Path, flavor: str, entrypoint: str | None = None) -> Predictor:
             hint="serve container images with a cloud provider (aws, gcp, azure)",
         )
     if flavor == "sklearn":
+        compiled = _compiled(path)
+        if compiled is not None:
+            return compiled
         file = _one_file(path, ("*.joblib", "*.pkl"), flavor)
         try:
             model = _PRELOADED.get(_identity(file))
@@ -238,6 +299,30 @@ def load(path: Path, flavor: str, entrypoint: str | None = None) -> Predictor:
     if flavor == "python":
         return _load_python(path, entrypoint)
     raise ModelLoadError(f"unknown flavor {flavor!r}; use sklearn, onnx, python or container")
+
+
+def _compiled(path: Path) -> Predictor | None:
+    """The verified compiled graph packaged with an sklearn model, when there is one."""
+    if not path.is_dir():
+        return None
+    settings = read_settings(path)
+    if settings.compiled is None:
+        return None
+    inputs = settings.inputs
+    contract = Contract(
+        numeric=True,
+        width=inputs.get("width"),
+        names=tuple(inputs["names"]) if inputs.get("names") else None,
+        allow_nan=bool(inputs.get("allow_nan", False)),
+    )
+    try:
+        return OnnxPredictor(
+            path / settings.compiled, contract, squeeze=bool(inputs.get("squeeze")), classes=inputs.get("classes")
+        )
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the compiled {settings.compiled}: {type(e).__name__}: {e}") from e
 
 
 def _load_python(path: Path, entrypoint: str | None) -> Predictor:

@@ -9,11 +9,17 @@ few integer additions; a second's bucket is filed when the clock moves past it a
 File format (one per worker)::
 
     {"pid": 123, "at": 1700000000.1, "bounds": [...],
-     "releases": {"r0001": {"total": [req, err, [hist...]],
-                            "seconds": {"1700000000": [req, err, [hist...]], ...}}}}
+     "releases": {"r0001": {"total": [req, err, [hist...], rejected, [batches...]],
+                            "seconds": {"1700000000": [req, err, [hist...], rejected, [batches...]], ...}}}}
 
 ``total`` counts everything the worker ever served (for Prometheus counters); ``seconds`` holds
 the retained buckets. Histogram bin ``i`` counts latencies ``<= BOUNDS_MS[i]`` (the last bin is +Inf).
+
+``req`` and ``err`` are the release's own: a prediction answered (2xx), failed by the model (5xx)
+or timed out (504). A request refused before the model ran (a 4xx: bad JSON, wrong width, ...) is
+the caller's error and counts only in ``rejected``; gates and guards never see it as an error.
+``batches`` counts the ``predict`` calls by rows per call (bin ``i`` is ``<= BATCH_BOUNDS[i]``).
+Files from before ``rejected`` and ``batches`` existed (three-element entries) still merge.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -33,16 +40,21 @@ BOUNDS_MS: tuple[float, ...] = (
 )  # fmt: skip
 """Upper bounds (ms) of the latency histogram bins."""
 
+BATCH_BOUNDS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, float("inf"))
+"""Upper bounds (rows) of the batch-size histogram bins."""
+
 RETENTION_S = 900
 """Seconds of per-second buckets a worker keeps (15 minutes)."""
 
 _NBINS = len(BOUNDS_MS)
+_NBATCH = len(BATCH_BOUNDS)
+_Bucket = tuple[int, int, list[int], int, list[int]]
 
 
 class Series:
     """Counters for one release in one worker. ``observe`` is the hot path."""
 
-    __slots__ = ("sec", "req", "err", "hist", "past", "expired")
+    __slots__ = ("sec", "req", "err", "hist", "rej", "batches", "past", "expired")
 
     expired: Aggregate
 
@@ -50,8 +62,10 @@ class Series:
         self.sec = 0
         self.req = 0
         self.err = 0
+        self.rej = 0
         self.hist = [0] * _NBINS
-        self.past: dict[int, tuple[int, int, list[int]]] = {}
+        self.batches = [0] * _NBATCH
+        self.past: dict[int, _Bucket] = {}
         self.expired = Aggregate()
 
     def observe(self, now: float, latency_ms: float, error: bool) -> None:
@@ -63,11 +77,29 @@ class Series:
             self.err += 1
         self.hist[bisect_left(BOUNDS_MS, latency_ms)] += 1
 
+    def reject(self, now: float) -> None:
+        """A request refused before the model ran (a 4xx): the caller's error, not the release's."""
+        sec = int(now)
+        if sec != self.sec:
+            self._roll(sec)
+        self.rej += 1
+
+    def batch(self, now: float, rows: int) -> None:
+        """One ``predict`` call over ``rows`` rows."""
+        sec = int(now)
+        if sec != self.sec:
+            self._roll(sec)
+        self.batches[bisect_left(BATCH_BOUNDS, rows)] += 1
+
+    def _busy(self) -> bool:
+        return bool(self.req or self.rej or any(self.batches))
+
     def _roll(self, sec: int) -> None:
-        if self.req:
-            self.past[self.sec] = (self.req, self.err, self.hist)
+        if self._busy():
+            self.past[self.sec] = (self.req, self.err, self.hist, self.rej, self.batches)
             self.hist = [0] * _NBINS
-            self.req = self.err = 0
+            self.batches = [0] * _NBATCH
+            self.req = self.err = self.rej = 0
         self.sec = sec
         cutoff = sec - RETENTION_S
         if self.past and min(self.past) < cutoff:
@@ -78,14 +110,15 @@ class Series:
         """Retained seconds (including the current one) and the all-time total."""
         if int(now) != self.sec:
             self._roll(int(now))
-        seconds = {str(s): [r, e, h] for s, (r, e, h) in self.past.items()}
-        total = Aggregate(self.expired.requests, self.expired.errors, list(self.expired.hist))
-        for r, e, h in self.past.values():
-            total.add(r, e, h)
-        if self.req:
-            seconds[str(self.sec)] = [self.req, self.err, list(self.hist)]
-            total.add(self.req, self.err, self.hist)
-        return {"total": [total.requests, total.errors, total.hist], "seconds": seconds}
+        seconds = {str(s): list(b) for s, b in self.past.items()}
+        total = Aggregate()
+        total.merge(self.expired)
+        for bucket in self.past.values():
+            total.add(*bucket)
+        if self._busy():
+            seconds[str(self.sec)] = [self.req, self.err, list(self.hist), self.rej, list(self.batches)]
+            total.add(self.req, self.err, self.hist, self.rej, self.batches)
+        return {"total": total.row(), "seconds": seconds}
 
 
 class MetricsRecorder:
@@ -126,13 +159,30 @@ class Aggregate:
     requests: int = 0
     errors: int = 0
     hist: list[int] = field(default_factory=lambda: [0] * _NBINS)
+    rejected: int = 0
+    batches: list[int] = field(default_factory=lambda: [0] * _NBATCH)
 
-    def add(self, req: int, err: int, hist: list[int]) -> None:
+    def add(self, req: int, err: int, hist: list[int], rej: int = 0, batches: list[int] | None = None) -> None:
         self.requests += req
         self.errors += err
+        self.rejected += rej
         for i, n in enumerate(hist[:_NBINS]):
             if n:
                 self.hist[i] += n
+        for i, n in enumerate((batches or [])[:_NBATCH]):
+            if n:
+                self.batches[i] += n
+
+    def merge(self, other: Aggregate) -> None:
+        self.add(other.requests, other.errors, other.hist, other.rejected, other.batches)
+
+    def row(self) -> list[Any]:
+        """The file form: ``[req, err, hist, rejected, batches]``."""
+        return [self.requests, self.errors, list(self.hist), self.rejected, list(self.batches)]
+
+    def batch_sizes(self) -> dict[str, int]:
+        """``predict`` calls by rows per call, keyed by the bin's upper bound ("+Inf" last)."""
+        return {("+Inf" if b == float("inf") else f"{b:g}"): n for b, n in zip(BATCH_BOUNDS, self.batches, strict=True)}
 
     def percentile(self, q: float) -> float | None:
         """Latency percentile (ms), linearly interpolated inside the histogram bin."""
@@ -168,8 +218,8 @@ def aggregate(
         for rid, data in releases.items():
             agg = out.setdefault(rid, Aggregate())
             rows = [data["total"]] if cutoff is None else [v for s, v in data["seconds"].items() if int(s) + 1 > cutoff]
-            for req, err, hist in rows:
-                agg.add(req, err, hist)
+            for row in rows:
+                agg.add(*row)
     return out
 
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from deployer.serving.app import ServingApp
 from deployer.serving.routing import Routing
+
+from .asgi import serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,29 +27,6 @@ class Named:
 class Boom:
     def predict(self, rows: Any) -> Any:
         raise RuntimeError("model exploded")
-
-
-@contextmanager
-def serve(app: ServingApp) -> Iterator[httpx.Client]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, http="httptools")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def test_predict_list_and_instances_and_numpy() -> None:

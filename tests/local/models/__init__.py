@@ -5,6 +5,8 @@ Each subdirectory is one artifact: ``model: {path: DIR, flavor: python, entrypoi
 * ``healthy``: answers every request (``healthy_model:Model``).
 * ``flaky``: raises on every fifth request a worker serves, i.e. 20% errors (``flaky_model:Model``).
 * ``slow``: answers after ~300 ms (``slow_model:Model``).
+* ``sleepy``: hangs 30 s on a row whose first value is -5, else the sum (``sleepy_model:Model``).
+* ``failing``: raises on every request (``failing_model:Model``).
 
 The kit: :func:`model_spec` copies an artifact (with a tag, so two copies have two digests),
 :func:`write_spec` writes a spec YAML for subprocesses, :func:`deployer_processes` finds every
@@ -31,7 +33,13 @@ from deployer.protocols import ProviderContext
 from deployer.spec import Target
 
 HERE = Path(__file__).parent
-ENTRYPOINTS = {"healthy": "healthy_model:Model", "flaky": "flaky_model:Model", "slow": "slow_model:Model"}
+ENTRYPOINTS = {
+    "healthy": "healthy_model:Model",
+    "flaky": "flaky_model:Model",
+    "slow": "slow_model:Model",
+    "sleepy": "sleepy_model:Model",
+    "failing": "failing_model:Model",
+}
 
 
 def model_dir(kind: str, dest: Path, tag: str = "") -> Path:
