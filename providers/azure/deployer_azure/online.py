@@ -122,7 +122,7 @@ class Online:
                 poller = self._svc.online_deployments.begin_delete(self.rg, self.ws, endpoint, name, polling=False)
         except NotFoundError:
             return None
-        return _sdk.started(poller, self._c.pipeline())[0]
+        return self._pending(poller)
 
     def delete_endpoint(self, name: str) -> str | None:
         try:
@@ -130,7 +130,12 @@ class Online:
                 poller = self._svc.online_endpoints.begin_delete(self.rg, self.ws, name, polling=False)
         except NotFoundError:
             return None
-        return _sdk.started(poller, self._c.pipeline())[0]
+        return self._pending(poller)
+
+    def _pending(self, poller: Any) -> str | None:
+        """The token of a started delete; None when ARM answered it done (204: there was nothing to delete)."""
+        token, state = _sdk.started(poller, self._c.pipeline())
+        return None if state == "Succeeded" else token
 
     def status(self, token: str) -> str:
         """One status read of a saved operation (see :func:`deployer_azure._sdk.poll_once`)."""
