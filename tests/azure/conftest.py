@@ -38,7 +38,7 @@ BLOB_PORT: list[int] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda it: "tests/azure/test_iam.py" in str(it.fspath))
+    items.sort(key=lambda it: "tests/azure/test_azure_iam.py" in str(it.fspath))
 
 
 def free_port() -> int:

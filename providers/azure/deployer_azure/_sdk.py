@@ -27,9 +27,6 @@ import urllib.parse
 from typing import Any
 
 try:
-    from azure.ai.ml import MLClient
-    from azure.ai.ml._restclient.arm_ml_service import models as rest
-    from azure.ai.ml.constants._common import LROConfigurations
     from azure.core.credentials import AccessToken
     from azure.core.exceptions import (
         ClientAuthenticationError,
@@ -41,14 +38,35 @@ try:
         ServiceResponseError,
     )
     from azure.core.pipeline.transport import RequestsTransport
-    from azure.core.polling import NoPolling
     from azure.mgmt.core.polling.arm_polling import ARMPolling
-    from azure.mgmt.monitor import MonitorManagementClient
-    from azure.mgmt.monitor import models as monitor_models
-    from azure.monitor.query import MetricAggregationType, MetricsQueryClient
-    from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 except ImportError as exc:  # pragma: no cover - exercised only without the Azure SDKs
     raise ImportError("the azure provider needs the Azure SDKs: pip install mldeployer-azure") from exc
+
+_LAZY = {
+    # azure-ai-ml alone takes seconds to import: offline work (validate, iam-policy) never loads these
+    "rest": ("azure.ai.ml._restclient.arm_ml_service", "models"),
+    "MLClient": ("azure.ai.ml", "MLClient"),
+    "monitor_models": ("azure.mgmt.monitor", "models"),
+    "MonitorManagementClient": ("azure.mgmt.monitor", "MonitorManagementClient"),
+    "MetricsQueryClient": ("azure.monitor.query", "MetricsQueryClient"),
+    "MetricAggregationType": ("azure.monitor.query", "MetricAggregationType"),
+    "BlobServiceClient": ("azure.storage.blob", "BlobServiceClient"),
+    "ContentSettings": ("azure.storage.blob", "ContentSettings"),
+    "LinearRetry": ("azure.storage.blob", "LinearRetry"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The heavy SDK pieces, imported on first use (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(name)
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
 
 ENDPOINT_ENV = "DEPLOYER_AZURE_ENDPOINT_URL"
 TOKEN_ENV = "DEPLOYER_AZURE_TOKEN"
@@ -63,18 +81,12 @@ __all__ = [
     "ARMPolling",
     "ClientAuthenticationError",
     "Clients",
-    "ContentSettings",
     "HttpResponseError",
-    "LROConfigurations",
-    "MetricAggregationType",
-    "NoPolling",
     "ResourceExistsError",
     "ResourceModifiedError",
     "ResourceNotFoundError",
     "ServiceRequestError",
     "ServiceResponseError",
-    "monitor_models",
-    "rest",
 ]
 
 
@@ -181,7 +193,7 @@ class Clients:
         """``MLClient`` for the workspace (no network call on construction)."""
         return self._get(
             "ml",
-            lambda: MLClient(
+            lambda: __getattr__("MLClient")(
                 self.cred,
                 self.subscription,
                 self.resource_group,
@@ -197,26 +209,29 @@ class Clients:
         return self.ml()._service_client_04_2023_preview
 
     def monitor(self) -> Any:
-        return self._get("monitor", lambda: MonitorManagementClient(self.cred, self.subscription, **self._kwargs()))
+        return self._get(
+            "monitor", lambda: __getattr__("MonitorManagementClient")(self.cred, self.subscription, **self._kwargs())
+        )
 
     def metrics(self) -> Any:
-        return self._get("metrics", lambda: MetricsQueryClient(self.cred, **self._kwargs()))
+        return self._get("metrics", lambda: __getattr__("MetricsQueryClient")(self.cred, **self._kwargs()))
 
     def blob(self) -> Any:
         """``BlobServiceClient``: a connection string from ``AZURE_STORAGE_CONNECTION_STRING`` or the account."""
 
         def make() -> Any:
+            blob = __getattr__("BlobServiceClient")
             kw: dict[str, Any] = {
-                "retry_policy": LinearRetry(backoff=1, random_jitter_range=1, retry_total=RETRY_TOTAL)
+                "retry_policy": __getattr__("LinearRetry")(backoff=1, random_jitter_range=1, retry_total=RETRY_TOTAL)
             }
             kw.update(self._blob_options)
             conn = os.environ.get(STORAGE_ENV)
             if conn:
-                return BlobServiceClient.from_connection_string(conn, **kw)
+                return blob.from_connection_string(conn, **kw)
             if not self.storage_account:
                 raise ValueError("no storage account")
             url = f"https://{self.storage_account}.blob.core.windows.net"
-            return BlobServiceClient(url, credential=self.cred, **kw)
+            return blob(url, credential=self.cred, **kw)
 
         return self._get("blob", make)
 
