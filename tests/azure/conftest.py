@@ -125,7 +125,8 @@ def _record_blob_operations() -> Iterator[None]:
     orig = RequestsTransport.send
 
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        if BLOB_PORT and f"127.0.0.1:{BLOB_PORT[0]}" in request.url:
+        ours = "mldeployer-azure" in request.headers.get("User-Agent", "")  # the provider's clients only
+        if ours and BLOB_PORT and f"127.0.0.1:{BLOB_PORT[0]}" in request.url:
             RECORDED.add(blob_operation(request.method, request.url))
         return orig(self, request, **kwargs)
 

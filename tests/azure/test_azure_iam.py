@@ -16,3 +16,15 @@ def test_role_covers_exactly_the_recorded_operations() -> None:
     assert table - RECORDED == set(), f"role entries no test exercised: {sorted(table - RECORDED)}"
     role = iam.permissions()
     assert set(role["Actions"]) | set(role["DataActions"]) == iam.actions()
+
+
+@pytest.mark.timeout(10)
+def test_the_role_in_the_docs_is_the_one_printed() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "providers" / "azure.md").read_text()
+    block = re.search(r"## Required permissions.*?```json\n(.*?)```", doc, re.S)
+    assert block is not None
+    assert json.loads(block.group(1)) == iam.permissions()

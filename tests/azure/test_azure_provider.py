@@ -220,3 +220,13 @@ def test_validate_names_the_field_and_the_fix(arm: ArmFake, tmp_path: Path) -> N
         assert err.value.field == field, (field, err.value)
     ok = {**base, "name": "ab1", "target": {**base["target"], "workspace": "ws", "resource_group": "rg"}}
     p.validate(Spec.model_validate(ok))
+
+
+def test_the_example_config_passes_the_offline_checks(tmp_path: Path) -> None:
+    from deployer import config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "azure-example.yaml"
+    environ = {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_STORAGE_ACCOUNT": "acct1"}
+    data = config.resolve(config.read_yaml(path), env_name=None, environ=environ, base_dir=path.parent)
+    spec = config.validate(data, check_paths=False)
+    make_provider(tmp_path, **spec.provider_options).validate(spec)

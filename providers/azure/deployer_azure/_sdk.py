@@ -74,6 +74,7 @@ STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 ARM = "https://management.azure.com"
 ML_API_VERSION = "2023-04-01-preview"
 """The Azure ML REST API version the provider speaks (the one azure-ai-ml uses for online deployments)."""
+USER_AGENT = "mldeployer-azure"
 RETRY_TOTAL = 3
 """azure-core retries per request (429 / 5xx / connection errors); the core retries beyond that."""
 
@@ -177,7 +178,7 @@ class Clients:
 
     def _kwargs(self) -> dict[str, Any]:
         t = self._transport if self._transport is not None else transport()
-        kw: dict[str, Any] = {"retry_total": RETRY_TOTAL}
+        kw: dict[str, Any] = {"retry_total": RETRY_TOTAL, "user_agent": USER_AGENT}
         if t is not None:
             kw["transport"] = t
         return kw
@@ -224,6 +225,7 @@ class Clients:
             kw: dict[str, Any] = {
                 "retry_policy": __getattr__("LinearRetry")(backoff=1, random_jitter_range=1, retry_total=RETRY_TOTAL)
             }
+            kw["user_agent"] = USER_AGENT
             kw.update(self._blob_options)
             conn = os.environ.get(STORAGE_ENV)
             if conn:
@@ -241,10 +243,10 @@ class Clients:
 
         def make() -> Any:
             from azure.core import PipelineClient
-            from azure.core.pipeline.policies import RetryPolicy
+            from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
 
             kw = self._kwargs()
-            policies = [RetryPolicy(retry_total=kw.pop("retry_total"))]
+            policies = [UserAgentPolicy(kw.pop("user_agent")), RetryPolicy(retry_total=kw.pop("retry_total"))]
             return PipelineClient("https://ml.azure.com", policies=policies, **kw)
 
         return self._get("scorer", make)

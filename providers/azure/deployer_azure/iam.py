@@ -27,7 +27,6 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "arm:DELETE onlineEndpoints/deployments": (f"{ML}/onlineEndpoints/deployments/delete",),
     # status of long-running operations (Azure-AsyncOperation and Location URLs)
     "arm:GET locations/mfeOperationsStatus": ("Microsoft.MachineLearningServices/locations/mfeOperationsStatus/read",),
-    "arm:GET locations/mfeOperationResults": ("Microsoft.MachineLearningServices/locations/mfeOperationResults/read",),
     # assets a release registers
     "arm:GET models/versions": (f"{ML}/models/versions/read",),
     "arm:PUT models/versions": (f"{ML}/models/versions/write",),
