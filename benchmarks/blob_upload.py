@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,45 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "azure"))
-
-
-def start_azurite(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    from conftest import ACCOUNT, KEY, azurite_binary, free_port  # tests/azure/conftest.py
-
-    port = free_port()
-    out = open(log, "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [
-            str(azurite_binary()),
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--inMemoryPersistence",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--silent",
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    import socket
-
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise SystemExit(f"azurite did not start; see {log}") from None
-            time.sleep(0.05)
-    conn = (
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
-    )
-    return proc, conn
 
 
 def upload(args: argparse.Namespace, conn: str, tmp: Path) -> None:
@@ -159,6 +118,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        from conftest import start_azurite, stop  # tests/azure/conftest.py
+
         proc, conn = start_azurite(tmp / "azurite.log")
         os.environ["AZURE_STORAGE_CONNECTION_STRING"] = conn
         try:
@@ -166,8 +127,7 @@ def main() -> None:
             if not args.skip_engine:
                 engine(tmp)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
+            stop(proc)
 
 
 if __name__ == "__main__":

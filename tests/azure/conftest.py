@@ -76,12 +76,10 @@ def blob_operation(method: str, url: str) -> str:
     return f"blob:{method} blob"
 
 
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Azurite's blob service on a free port; yields the connection string."""
+def start_azurite(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Azurite's blob service on a free port, logging to ``log``; returns the process and the connection string."""
     binary = azurite_binary()
     port = free_port()
-    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -109,15 +107,26 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 raise RuntimeError(f"azurite did not start; see {log}") from None
             time.sleep(0.05)
     BLOB_PORT.append(port)
-    yield (
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
-    )
+    conn = f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+    return proc, conn
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, by its pid."""
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service for the session; yields the connection string."""
+    proc, conn = start_azurite(tmp_path_factory.mktemp("azurite") / "azurite.log")
+    yield conn
+    stop(proc)
 
 
 @pytest.fixture(scope="session", autouse=True)
