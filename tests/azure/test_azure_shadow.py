@@ -47,6 +47,11 @@ def test_mirrored_candidate_gets_copies_its_errors_stay_hidden_and_fail_a_gate(a
     assert evaluate(gate, GateContext(endpoint=EP, release="r0002", provider=p, window_s=60)).outcome == "fail"
     assert evaluate(gate, GateContext(endpoint=EP, release="r0001", provider=p, window_s=60)).outcome == "pass"
 
+    # a smoke request aimed at the candidate gets its failure, sent once (a model's 5xx is never retried)
+    served = len(arm.metrics.served)
+    direct = p.invoke(EP, ROW, release="r0002")
+    assert direct.status == 500 and direct.release == "r0002" and len(arm.metrics.served) == served + 1
+
     # ending the shadow phase: the mirror goes, then the candidate can be retired
     assert settle(p, p.route(EP, Traffic.all_to("r0001"))) == "succeeded"
     assert settle(p, p.retire_release(EP, "r0002")) == "succeeded"

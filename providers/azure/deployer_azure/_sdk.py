@@ -238,15 +238,17 @@ class Clients:
         return self._get("blob", make)
 
     def scorer(self) -> Any:
-        """A PipelineClient for scoring requests: retries and the transport, no ARM bearer policy
-        (the endpoint's own key or token goes in the request)."""
+        """A PipelineClient for scoring requests: the transport, no ARM bearer policy (the endpoint's own key
+        or token goes in the request) and no retries: a scoring request is sent once, and a 5xx from the
+        model is the answer, not something to retry (retrying would hide a failing release from its caller)."""
 
         def make() -> Any:
             from azure.core import PipelineClient
-            from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
+            from azure.core.pipeline.policies import UserAgentPolicy
 
             kw = self._kwargs()
-            policies = [UserAgentPolicy(kw.pop("user_agent")), RetryPolicy(retry_total=kw.pop("retry_total"))]
+            kw.pop("retry_total")
+            policies = [UserAgentPolicy(kw.pop("user_agent"))]
             return PipelineClient("https://ml.azure.com", policies=policies, **kw)
 
         return self._get("scorer", make)
