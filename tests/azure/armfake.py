@@ -78,6 +78,7 @@ class ArmFake:
     faults: list[int] = field(default_factory=list)
     """Statuses (429 / 503) answered to the next ARM requests instead of serving them."""
     fault_rate: float = 0.0
+    fault_count: int = 0
     recorded: set[str] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
     metrics: MetricStore = field(default_factory=MetricStore)
@@ -122,6 +123,7 @@ class ArmFake:
         with self.lock:
             if self.faults or (self.fault_rate and self.rng.random() < self.fault_rate):
                 status = self.faults.pop(0) if self.faults else self.rng.choice([429, 503])
+                self.fault_count += 1
                 code = "TooManyRequests" if status == 429 else "ServiceUnavailable"
                 return _json(status, {"error": {"code": code, "message": "injected"}}, {"Retry-After": "0"})
             try:

@@ -230,3 +230,48 @@ def test_the_example_config_passes_the_offline_checks(tmp_path: Path) -> None:
     data = config.resolve(config.read_yaml(path), env_name=None, environ=environ, base_dir=path.parent)
     spec = config.validate(data, check_paths=False)
     make_provider(tmp_path, **spec.provider_options).validate(spec)
+
+
+def test_thirty_percent_of_arm_requests_throttled_still_deploys(
+    arm: ArmFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.core.pipeline.policies import RetryPolicy
+    from conftest import TARGET
+
+    from deployer.testing import ConformanceTarget, Harness, make_model
+
+    monkeypatch.setattr(RetryPolicy, "sleep", lambda self, settings, transport, response=None: None)
+    arm.fault_rate = 0.3  # 429 / 503 answered by the fake itself: azure-core's retries, then the core's
+    ct = ConformanceTarget(target=TARGET, ledger_path=tmp_path / "ledger.db", provider_options={"container": "models"})
+    h = Harness(ct.ledger_path)
+    out = h.deploy(ct.spec(EP, make_model(tmp_path / "m", 1)))
+    assert out.outcome == "deployed"
+    assert arm.fault_count > 5
+    arm.fault_rate = 0.0
+    obs = make_provider(tmp_path / "home").observe(EP)
+    assert obs is not None and obs.traffic.weights == {"r0001": 100}
+
+
+def test_a_crash_while_the_endpoint_is_created_resumes_it(arm: ArmFake, tmp_path: Path) -> None:
+    arm.lro_polls = 5
+    p = make_provider(tmp_path / "home")
+    r1 = make_release(p, tmp_path, EP, "r0001")
+    first = p.deploy_release(r1, Traffic.all_to("r0001"))
+    assert first.ref["what"] == "endpoint"
+    again = make_provider(tmp_path / "home")  # the process died; deploy runs again
+    resumed = again.deploy_release(r1, Traffic.all_to("r0001"))
+    assert resumed.ref["what"] == "endpoint" and resumed.ref.get("token") == first.ref["token"]
+    assert settle(again, resumed) == "succeeded"
+    puts = [c for c in arm.calls if c.startswith("PUT") and c.endswith(f"/onlineEndpoints/{EP}")]
+    assert len(puts) == 1
+
+
+def test_route_waits_while_the_endpoint_is_updating(arm: ArmFake, tmp_path: Path) -> None:
+    from deployer.errors import TransientError
+
+    p, _ = first_release(arm, tmp_path)
+    arm.resources[("endpoint", EP)]["properties"]["provisioningState"] = "Updating"
+    with pytest.raises(TransientError):
+        p.route(EP, Traffic(weights={"r0001": 100}, mirror={}))
+    arm.resources[("endpoint", EP)]["properties"]["provisioningState"] = "Succeeded"
+    assert p.route(EP, Traffic.all_to("r0001")).done

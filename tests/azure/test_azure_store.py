@@ -115,3 +115,15 @@ def test_block_ids_are_valid_base64_of_equal_length(blob_env: str, tmp_path: Pat
     blocks, _ = blob.get_block_list("committed")
     raw = [base64.b64decode(b.id) if not isinstance(b.id, bytes) else b.id for b in blocks]
     assert len({len(r) for r in raw}) == 1
+
+
+def test_small_objects_are_content_addressed_too(blob_env: str, tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    data = os.urandom(2048)
+    digest = hashlib.sha256(data).hexdigest()
+    with pytest.raises(DigestMismatchError):
+        store.put_bytes(data, "1" * 64, "score.py")
+    ref = store.put_bytes(data, digest, "score.py")
+    assert ref.uri.endswith(f"/sha256/{digest}/score.py") and ref.size == len(data)
+    before = store.calls
+    assert store.put_bytes(data, digest, "score.py") == ref and store.calls - before == 1

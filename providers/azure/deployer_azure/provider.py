@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ValidationError
 
 from deployer.config import spec_error
-from deployer.errors import CapabilityError, ConflictError, ProviderError, SpecError, StorageError
+from deployer.errors import CapabilityError, ConflictError, ProviderError, SpecError, StorageError, TransientError
 from deployer.protocols import ProviderContext
 from deployer.records import (
     Capabilities,
@@ -41,23 +41,19 @@ from deployer.records import (
     Traffic,
 )
 from deployer.spec import Autoscaling, Spec, Target
-from deployer_azure import _sdk, monitor, scoring
+from deployer_azure import _sdk, bodies, monitor, scoring
 from deployer_azure.errors import azure_errors
 from deployer_azure.iam import permissions as role_permissions
 from deployer_azure.online import (
-    DIGEST_TAG,
     ENDPOINT_STATUS,
-    ENDPOINT_TAG,
     FINGERPRINT_TAG,
     RELEASE_STATUS,
-    RELEASE_TAG,
     RUNNING,
     Online,
     TokenBook,
-    seconds,
     text,
 )
-from deployer_azure.options import AzureOptions, Probe
+from deployer_azure.options import AzureOptions
 from deployer_azure.store import BlobArtifactStore
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
@@ -66,8 +62,6 @@ no hyphen last (https://learn.microsoft.com/azure/machine-learning/how-to-manage
 MIRROR_MAX = 50
 """Azure mirrors at most 50% of requests in all, to one deployment, never one with live traffic
 (https://learn.microsoft.com/azure/machine-learning/how-to-safely-rollout-online-endpoints#test-the-deployment-with-mirrored-traffic)."""
-AUTH = {"key": "Key", "aml_token": "AMLToken", "aad_token": "AADToken"}
-ENABLED = {"enabled": "Enabled", "disabled": "Disabled"}
 REGION_RE = re.compile(r"^[a-z]+[a-z0-9]*$")
 
 
@@ -279,7 +273,11 @@ class AzureProvider:
         endpoint = self._online.endpoint(ep)
         if endpoint is None:
             token = self._online.put_endpoint(ep, self._endpoint_body(ep))
+            self._tokens.put(f"{ep}/endpoint", token)
             return self._op("deploy_release", ep, release.id, token, "endpoint", body=json.dumps(body.as_dict()))
+        if text(endpoint.properties.provisioning_state) in RUNNING:  # a crash while the endpoint was created
+            saved = self._tokens.get(f"{ep}/endpoint")
+            return self._op("deploy_release", ep, release.id, saved, "endpoint", body=json.dumps(body.as_dict()))
         found = self._online.deployment(ep, release.id)
         if found is not None:
             self._check_owner(found, release)
@@ -300,8 +298,11 @@ class AzureProvider:
             raise ProviderError(f"endpoint {endpoint} does not exist", hint="deploy a release first")
         props = ep.properties
         have = Traffic(weights=dict(props.traffic or {}), mirror=dict(props.mirror_traffic or {}))
-        if have == traffic and text(props.provisioning_state) == "Succeeded":
+        state = text(props.provisioning_state)
+        if have == traffic and state == "Succeeded":
             return self._op("route", endpoint, None, None, "traffic", done=True)
+        if state in RUNNING:  # Azure takes one endpoint update at a time: the core retries with backoff
+            raise TransientError(f"endpoint {endpoint} is {state}; traffic waits for it", code="EndpointBusy")
         names = {d.name for d in self._online.deployments(endpoint)}
         missing = sorted((set(traffic.weights) | set(traffic.mirror)) - names)
         if missing:
@@ -384,61 +385,17 @@ class AzureProvider:
 
     # -- bodies -------------------------------------------------------------------------------
     def _endpoint_body(self, endpoint: str, current: Any = None) -> Any:
-        r = _sdk.rest
-        props = r.OnlineEndpointProperties(
-            auth_mode=AUTH[self.options.auth_mode],
-            public_network_access=ENABLED[self.options.public_network_access],
-            traffic=dict(current.properties.traffic or {}) if current is not None else {},
-            mirror_traffic=dict(current.properties.mirror_traffic or {}) if current is not None else {},
-        )
-        tags = {**self.options.tags, ENDPOINT_TAG: endpoint}
-        if current is not None:
-            tags = {**(current.tags or {}), **tags}
-        return r.OnlineEndpoint(
-            location=self.location,
-            properties=props,
-            identity=r.ManagedServiceIdentity(type="SystemAssigned"),
-            kind="Managed",
-            tags=tags,
-        )
+        return bodies.endpoint(self.options, self.location, endpoint, current)
 
     def _deployment_body(self, release: Release) -> Any:
         """Register the release's assets (model, scoring code, environment) and build its deployment."""
-        r = _sdk.rest
         opts = _options(release.options) if release.options else self.options
         if release.artifact is None:
             raise StorageError(f"release {release.id} has no artifact", hint="upload the model first")
-        tags = {
-            **opts.tags,
-            **release.tags,
-            FINGERPRINT_TAG: release.fingerprint,
-            DIGEST_TAG: release.artifact.digest,
-            RELEASE_TAG: release.id,
-            ENDPOINT_TAG: release.endpoint,
-        }
+        tags = bodies.release_tags(release, opts)
         model_id = self._online.ensure_model(release.endpoint, str(int(release.id[1:])), release.artifact.uri, tags)
         code_id, env_id = self._scoring_assets(release, opts)
-        props = r.ManagedOnlineDeployment(
-            instance_type=release.resources.instance_type or opts.instance_type,
-            model=model_id,
-            environment_id=env_id,
-            code_configuration=r.CodeConfiguration(code_id=code_id, scoring_script=scoring.SCRIPT_NAME),
-            request_settings=r.OnlineRequestSettings(
-                request_timeout=seconds(opts.request_timeout_ms / 1000),
-                max_concurrent_requests_per_instance=opts.max_concurrent_requests_per_instance,
-            ),
-            scale_settings=r.DefaultScaleSettings(),
-            app_insights_enabled=opts.app_insights,
-            egress_public_network_access=ENABLED[opts.egress_public_network_access],
-            liveness_probe=_probe(opts.liveness_probe),
-            readiness_probe=_probe(opts.readiness_probe),
-        )
-        return r.OnlineDeployment(
-            location=self.location,
-            properties=props,
-            sku=r.Sku(name="Default", capacity=release.resources.replicas),
-            tags=tags,
-        )
+        return bodies.deployment(release, opts, self.location, model_id=model_id, code_id=code_id, env_id=env_id)
 
     def _scoring_assets(self, release: Release, opts: AzureOptions) -> tuple[str, str]:
         """The code asset (generated scoring script in Blob) and environment ids, registered once each."""
@@ -464,6 +421,13 @@ class AzureProvider:
         if found is None:
             if op.ref.get("what") != "endpoint":
                 return OperationStatus(state="failed", message=f"deployment {rel} disappeared")
+            endpoint = self._online.endpoint(ep)
+            state = text(endpoint.properties.provisioning_state) if endpoint is not None else "missing"
+            if state in RUNNING:
+                return OperationStatus(state="running", message=f"endpoint {state}")
+            if state != "Succeeded":
+                return OperationStatus(state="failed", message=f"endpoint {ep} {state}")
+            self._tokens.drop(f"{ep}/endpoint")
             # the endpoint is ready: start the deployment (idempotent by name)
             body = _sdk.rest.OnlineDeployment(json.loads(op.ref["body"]))
             self._tokens.put(f"{ep}/{rel}", self._online.put_deployment(ep, rel, body))
@@ -522,18 +486,6 @@ class AzureProvider:
         with self._lock:
             self._auth[endpoint] = pair
         return pair
-
-
-def _probe(p: Probe | None) -> Any:
-    if p is None:
-        return None
-    return _sdk.rest.ProbeSettings(
-        initial_delay=seconds(p.initial_delay_s),
-        period=seconds(p.period_s),
-        timeout=seconds(p.timeout_s),
-        failure_threshold=p.failure_threshold,
-        success_threshold=p.success_threshold,
-    )
 
 
 def _storage_from_env() -> bool:
