@@ -35,6 +35,8 @@ TARGET = {"provider": "azure", "region": "eastus", "subscription": SUB, "workspa
 RECORDED: set[str] = set()
 """'service:METHOD resource' sent by the provider's clients (ARM from the fake, Blob from the transport hook)."""
 BLOB_PORT: list[int] = []
+BLOCK_MD5: list[bool] = []
+"""For each Put Block the provider sent: whether it carried Content-MD5 (the service verifies it)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -136,7 +138,10 @@ def _record_blob_operations() -> Iterator[None]:
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
         ours = "mldeployer-azure" in request.headers.get("User-Agent", "")  # the provider's clients only
         if ours and BLOB_PORT and f"127.0.0.1:{BLOB_PORT[0]}" in request.url:
-            RECORDED.add(blob_operation(request.method, request.url))
+            op = blob_operation(request.method, request.url)
+            RECORDED.add(op)
+            if op == "blob:PUT block":
+                BLOCK_MD5.append(bool(request.headers.get("Content-MD5")))
         return orig(self, request, **kwargs)
 
     RequestsTransport.send = send  # type: ignore[method-assign]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
-from conftest import TARGET
+from conftest import BLOCK_MD5, TARGET
 from deployer_azure.provider import AzureProvider
 from deployer_azure.store import BlobArtifactStore
 
@@ -49,6 +49,7 @@ def artifact(tmp_path: Path, size: int) -> tuple[Path, str]:
 
 
 def test_put_stages_blocks_in_parallel_with_md5_tags_and_progress(blob_env: str, tmp_path: Path) -> None:
+    BLOCK_MD5.clear()
     store = make_store(tmp_path)
     path, digest = artifact(tmp_path, 5 * 1024 * 1024 + 123)
     seen: list[tuple[int, int]] = []
@@ -61,7 +62,7 @@ def test_put_stages_blocks_in_parallel_with_md5_tags_and_progress(blob_env: str,
     assert len(blocks) == 6  # 1 MiB blocks
     props = blob.get_blob_properties()
     assert props.metadata == {"sha256": digest}
-    assert bytes(props.content_settings.content_md5) == hashlib.md5(path.read_bytes()).digest()
+    assert BLOCK_MD5 == [True] * 6  # every block went with its Content-MD5
     assert blob.get_blob_tags() == {"deployer-managed": "true"}
     assert seen[-1] == (ref.size, ref.size) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert blob.download_blob().readall() == path.read_bytes()
