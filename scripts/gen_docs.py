@@ -65,8 +65,8 @@ MODEL_PATH = {
 RULES: dict[str, list[str]] = {
     "Spec": [
         "`name` must match `^[a-z][a-z0-9-]{0,46}[a-z0-9]$`: 2-48 lowercase letters, digits and "
-        "hyphens, starting with a letter and not ending with `-` (what SageMaker, Vertex AI and "
-        "Azure ML all accept).",
+        "hyphens, starting with a letter and not ending with `-`; a provider may ask for less "
+        "(Azure ML online endpoints: 3-32 characters, checked by `deployer plan`).",
         "`tags`: keys are 1-128 characters, values at most 256.",
         "Unknown fields are errors in every model (`additionalProperties: false`).",
     ],

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-CLOUD = ("boto3", "botocore", "google.cloud", "azure", "sagemaker", "deployer_aws")
+CLOUD = ("boto3", "botocore", "google.cloud", "azure", "sagemaker", "deployer_aws", "deployer_azure")
 
 PROBE = """
 import sys
 {setup}
-bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'boto3','botocore','sagemaker','azure','deployer_aws'}}
-             or m.startswith('google.cloud'))
+roots = {{'boto3', 'botocore', 'sagemaker', 'azure', 'deployer_aws', 'deployer_azure'}}
+bad = sorted(m for m in sys.modules if m.split('.')[0] in roots or m.startswith('google.cloud'))
 print('LOADED:' + ','.join(bad))
 """
 
@@ -26,6 +26,7 @@ print('LOADED:' + ','.join(bad))
         "import deployer, deployer.api, deployer.engine, deployer.ledger, deployer.plan",
         "from deployer.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass",
         "from deployer.cli import cli\ntry:\n    cli(['deploy', '--help'])\nexcept SystemExit:\n    pass",
+        "from deployer.cli import cli\ntry:\n    cli(['providers'])\nexcept SystemExit:\n    pass",
     ],
 )
 def test_no_cloud_sdk_imported(setup: str) -> None:

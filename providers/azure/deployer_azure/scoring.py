@@ -1,0 +1,121 @@
+"""The scoring script and environment Azure ML runs for a scikit-learn release (generated; content-addressed).
+
+A non-MLflow model on a managed online deployment needs ``code_configuration`` (a directory holding a
+scoring script with ``init()`` and ``run(raw_data)``) and an environment
+(https://learn.microsoft.com/azure/machine-learning/how-to-deploy-online-endpoints#understand-the-scoring-script).
+Azure ML mounts the registered model under ``AZUREML_MODEL_DIR``; ours is deployer's ``model.tar.gz``,
+which ``init()`` unpacks once and loads with joblib.
+
+Both are pure functions of their inputs: the script is a constant and the conda file is rendered from
+the scikit-learn and numpy versions the model was packaged with, so their sha256 names them (the code
+asset version and the environment version), and an unchanged release registers nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from typing import Any
+
+SCRIPT_NAME = "score.py"
+PYTHON = "3.11"
+
+SCORING_SCRIPT = '''\
+"""deployer's scoring script for Azure ML managed online deployments (generated; do not edit)."""
+import json
+import os
+import tarfile
+import tempfile
+
+import joblib
+import numpy as np
+
+_SUFFIXES = (".joblib", ".pkl", ".pickle")
+model = None
+
+
+def _model_dir():
+    root = os.environ.get("AZUREML_MODEL_DIR", ".")
+    for here, _dirs, files in os.walk(root):
+        if "model.tar.gz" in files:
+            out = tempfile.mkdtemp(prefix="deployer-model-")
+            with tarfile.open(os.path.join(here, "model.tar.gz"), "r:gz") as tar:
+                tar.extractall(out, filter="data")
+            return out
+    return root
+
+
+def init():
+    global model
+    found = []
+    for here, _dirs, files in os.walk(_model_dir()):
+        found += [os.path.join(here, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
+    if not found:
+        raise FileNotFoundError("no .joblib/.pkl model under AZUREML_MODEL_DIR")
+    preferred = [p for p in found if os.path.basename(p).startswith("model.")]
+    model = joblib.load((preferred or found)[0])
+
+
+def _rows(raw_data):
+    data = json.loads(raw_data) if isinstance(raw_data, (str, bytes, bytearray)) else raw_data
+    if isinstance(data, dict):
+        data = data.get("instances", data.get("inputs", data.get("data", data.get("rows"))))
+    return np.asarray(data)
+
+
+def run(raw_data):
+    return {"predictions": np.asarray(model.predict(_rows(raw_data))).tolist()}
+'''
+
+
+def installed_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def runtime_versions(release: Any = None) -> dict[str, str]:
+    """scikit-learn, numpy and joblib versions the model was packaged with.
+
+    The one place this provider reads them. Until the artifact manifest records them, it falls back to the
+    versions installed where the model is packaged (the environment that pickled it).
+    """
+    recorded: dict[str, str] = {}
+    manifest = getattr(release, "runtime", None)
+    if isinstance(manifest, dict):
+        recorded = {k: str(v) for k, v in manifest.items() if isinstance(v, str)}
+    out: dict[str, str] = {}
+    for dist, key in (("scikit-learn", "sklearn"), ("numpy", "numpy"), ("joblib", "joblib")):
+        version = recorded.get(key) or recorded.get(dist) or installed_version(dist)
+        if version:
+            out[dist] = version
+    return out
+
+
+def conda_file(versions: dict[str, str], python: str = PYTHON) -> dict[str, Any]:
+    """The environment's conda specification, pinned to ``versions``."""
+    pins = [f"{name}=={version}" for name, version in sorted(versions.items())]
+    return {
+        "name": "deployer-sklearn",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={python}", "pip", {"pip": ["azureml-inference-server-http", *pins]}],
+    }
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def script() -> tuple[bytes, str]:
+    """The scoring script's bytes and sha256."""
+    data = SCORING_SCRIPT.encode()
+    return data, digest(data)
+
+
+def environment(versions: dict[str, str], image: str) -> tuple[dict[str, Any], str]:
+    """The conda file and a version string naming (image, conda file) by content."""
+    conda = conda_file(versions)
+    key = json.dumps({"image": image, "conda": conda}, sort_keys=True).encode()
+    return conda, digest(key)[:32]
