@@ -294,11 +294,11 @@ class GcpProvider:
                 opts: GcpOptions) -> Operation:
         ep = release.endpoint
         running = version.get("labels", {}).get(vertex.L_DEPLOY_OP)
-        if running:  # a DeployModel was sent for this release: re-attach unless it ended in an error
+        if running:  # a DeployModel for this release may be in flight: re-attach to it
             name = f"{view.name}/operations/{running}"
             with gcp_errors("operations.get"):
                 st = self._vx.get_operation(name)
-            if not st["done"] or "error" not in st:
+            if not st["done"]:  # done but not deployed (failed, or undeployed since): deploy again
                 return self._op("deploy_release", ep, release.id, {"phase": "deploy", "lro": name})
         weights = {r: w for r, w in traffic.weights.items() if r in view.deployed or r == release.id}
         if not any(weights.values()):
