@@ -4,9 +4,11 @@ deployer_gcp.iam by test_iam.py, which runs last)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,18 @@ REGION = "us-central1"
 BUCKET = "deployer-models"
 SERVING_IMAGE = "us-docker.pkg.dev/deployer-test/deployer/serving:1"
 """A custom image: the fake serves it with deployer's own serving code (flavor from DEPLOYER_FLAVOR)."""
+
+
+@dataclass
+class Emulator:
+    """gcp-storage-emulator's address and what went over the wire to it."""
+
+    url: str
+    faults: list[int] = field(default_factory=list)
+    """HTTP statuses answered, one each, to the next resumable-upload chunk PUTs after the first chunk."""
+    sent: list[tuple[str, str, int]] = field(default_factory=list)
+    """(method, Content-Range, body bytes) of every upload request sent to the emulator."""
+
 
 RECORDED: set[str] = set()
 """API methods the cloud side received: Vertex / Monitoring from the fake, Cloud Storage from the wire."""
@@ -42,13 +56,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def storage_emulator() -> Iterator[str]:
+def storage_emulator() -> Iterator[Emulator]:
     """gcp-storage-emulator in this process on a free port; stopped (its thread is not a daemon) at the end."""
     from gcp_storage_emulator.server import create_server
 
     srv = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
     srv.start()
     url = f"http://127.0.0.1:{srv._api._httpd.server_address[1]}"
+    wire = Emulator(url)
     old = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = url
     orig_send = requests.Session.send
@@ -60,11 +75,16 @@ def storage_emulator() -> Iterator[str]:
                 if request.method == method and pattern.fullmatch(path):
                     RECORDED.add(name)
                     break
+            if "/upload/" in path:
+                rng = request.headers.get("Content-Range", "")
+                wire.sent.append((request.method, rng, len(request.body or b"")))
+                if wire.faults and request.method == "PUT" and not rng.startswith("bytes 0-"):
+                    return _error_response(request, wire.faults.pop(0))
         return orig_send(self, request, **kw)
 
     requests.Session.send = send  # type: ignore[method-assign]
     try:
-        yield url
+        yield wire
     finally:
         requests.Session.send = orig_send  # type: ignore[method-assign]
         srv.stop()
@@ -72,6 +92,16 @@ def storage_emulator() -> Iterator[str]:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = old
+
+
+def _error_response(request: Any, status: int) -> requests.Response:
+    resp = requests.Response()
+    resp.status_code = status
+    resp._content = json.dumps({"error": {"code": status, "message": "injected"}}).encode()
+    resp.headers["Content-Type"] = "application/json"
+    resp.request = request
+    resp.url = request.url
+    return resp
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +114,7 @@ def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def vertex(storage_emulator: str, tmp_path: Path) -> Iterator[FakeServer]:
+def vertex(storage_emulator: Emulator, tmp_path: Path) -> Iterator[FakeServer]:
     from google.cloud import storage
 
     fake = VertexFake(PROJECT, REGION, tmp_path / "served", storage.Client(project=PROJECT))

@@ -30,7 +30,7 @@ from google.cloud.aiplatform_v1 import types
 from google.longrunning import operations_pb2
 from google.protobuf import json_format
 
-from tests.gcp import fake_monitoring
+from . import fake_monitoring
 
 LABEL_RE = re.compile(r"^[a-z0-9_-]{0,64}$")
 PREBUILT_SKLEARN = re.compile(r"^(us|europe|asia)-docker\.pkg\.dev/vertex-ai/prediction/sklearn-cpu\.(\d+)-(\d+):latest$")
