@@ -83,6 +83,14 @@ class GcpOptions(_Opt):
     )
     upload_chunk_mb: int = Field(16, ge=1, le=1024, description="Resumable upload chunk size (MiB; multiple of 256 KiB).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        """``${VAR:-}`` in a spec gives "": an empty option is an unset one."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != ""}
+        return data
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
