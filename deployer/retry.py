@@ -37,7 +37,7 @@ def call(
     ``sleep`` is injectable for tests.
     """
     try:
-        wait = wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=initial_s)
+        wait = wait_exponential_jitter(**{"multiplier": initial_s}, max=max_wait_s, jitter=initial_s)
     except TypeError:  # tenacity < 9.2 (google-genai, under google-cloud-aiplatform, pins it) names it initial
         wait = wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=initial_s)
     retrying = Retrying(

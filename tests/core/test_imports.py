@@ -7,13 +7,15 @@ import sys
 
 import pytest
 
-CLOUD = ("boto3", "botocore", "google.cloud", "azure", "sagemaker", "deployer_aws")
+CLOUD = ("boto3", "botocore", "google.cloud", "azure", "sagemaker", "deployer_aws", "deployer_gcp")
 
 PROBE = """
 import sys
 {setup}
-bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'boto3','botocore','sagemaker','azure','deployer_aws'}}
-             or m.startswith('google.cloud'))
+bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'boto3','botocore','sagemaker','azure','deployer_aws',
+                                                           'deployer_gcp','grpc'}}
+             or m.startswith(('google.cloud.', 'google.api_core', 'google.auth')))
+# (the bare 'google' / 'google.cloud' namespaces are made at startup by google-cloud-aiplatform's -nspkg.pth)
 print('LOADED:' + ','.join(bad))
 """
 

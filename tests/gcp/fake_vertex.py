@@ -33,7 +33,9 @@ from google.protobuf import json_format
 from . import fake_monitoring
 
 LABEL_RE = re.compile(r"^[a-z0-9_-]{0,64}$")
-PREBUILT_SKLEARN = re.compile(r"^(us|europe|asia)-docker\.pkg\.dev/vertex-ai/prediction/sklearn-cpu\.(\d+)-(\d+):latest$")
+PREBUILT_SKLEARN = re.compile(
+    r"^(us|europe|asia)-docker\.pkg\.dev/vertex-ai/prediction/sklearn-cpu\.(\d+)-(\d+):latest$"
+)
 MUTABLE_DEPLOYED_MODEL_PATHS = {
     "dedicated_resources.min_replica_count",
     "dedicated_resources.max_replica_count",
@@ -320,7 +322,8 @@ class VertexFake:
         # only replica counts, autoscaling specs and container logging are mutable
         # (projects.locations.endpoints/mutateDeployedModel, deployedModel)
         if not paths or paths - MUTABLE_DEPLOYED_MODEL_PATHS:
-            raise ApiError(400, "INVALID_ARGUMENT", f"fields not mutable: {sorted(paths - MUTABLE_DEPLOYED_MODEL_PATHS)}")
+            fixed = sorted(paths - MUTABLE_DEPLOYED_MODEL_PATHS)
+            raise ApiError(400, "INVALID_ARGUMENT", f"fields not mutable: {fixed}")
         new = req.deployed_model.dedicated_resources
         if new.min_replica_count < 1 or (new.max_replica_count and new.max_replica_count < new.min_replica_count):
             raise ApiError(400, "INVALID_ARGUMENT", "replica counts: min >= 1 and max >= min")

@@ -43,8 +43,9 @@ def test_killed_deploy_reattaches_to_the_same_operation(vertex: FakeServer, tmp_
     vertex.fake.pending_polls = 10
     rel = release("r0002", ref, fingerprint="fpr0002")
     op = p.deploy_release(rel, Traffic.all_to("r0001"))  # uploads the model version
-    while op.ref.get("phase") == "prepare" and p.poll(op).state == "running" and vertex.fake.calls["endpoints.deployModel"] < 2:
-        pass
+    for _ in range(30):  # poll until the upload is done and the DeployModel has been sent
+        if vertex.fake.calls["endpoints.deployModel"] == 2 or p.poll(op).state != "running":
+            break
     assert vertex.fake.calls["endpoints.deployModel"] == 2  # the DeployModel of r0002 is in flight
     again = make_provider(vertex, tmp_path)  # a new process: no memory of the first
     resumed = again.deploy_release(rel, Traffic.all_to("r0001"))

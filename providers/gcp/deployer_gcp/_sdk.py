@@ -135,12 +135,19 @@ class Clients:
         """The GAPIC client for ``service``: "model", "endpoint" or "prediction"."""
 
         def make() -> Any:
+            cls: Any
             if service == "model":
-                from google.cloud.aiplatform_v1.services.model_service import ModelServiceClient as cls
+                from google.cloud.aiplatform_v1.services.model_service import ModelServiceClient
+
+                cls = ModelServiceClient
             elif service == "endpoint":
-                from google.cloud.aiplatform_v1.services.endpoint_service import EndpointServiceClient as cls
+                from google.cloud.aiplatform_v1.services.endpoint_service import EndpointServiceClient
+
+                cls = EndpointServiceClient
             else:
-                from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient as cls
+                from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
+
+                cls = PredictionServiceClient
             return cls(
                 transport="rest",
                 credentials=self._credentials(self.api_endpoint),
@@ -169,9 +176,9 @@ class Clients:
 
     def storage(self) -> Any:
         def make() -> Any:
-            from google.cloud import storage
+            from google.cloud.storage import Client
 
-            return storage.Client(project=self.project or None, credentials=self._credentials(None))
+            return Client(project=self.project or None, credentials=self._credentials(None))
 
         return self._get("storage", make)
 

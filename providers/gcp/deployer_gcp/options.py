@@ -81,7 +81,7 @@ class GcpOptions(_Opt):
     monitoring_endpoint: str | None = Field(
         None, description="Cloud Monitoring API host; default monitoring.googleapis.com (http:// for an emulator)."
     )
-    upload_chunk_mb: int = Field(16, ge=1, le=1024, description="Resumable upload chunk size (MiB; multiple of 256 KiB).")
+    upload_chunk_mb: int = Field(16, ge=1, le=1024, description="Resumable upload chunk size (MiB).")
 
     @model_validator(mode="before")
     @classmethod

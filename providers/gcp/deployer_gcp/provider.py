@@ -118,9 +118,13 @@ class GcpProvider:
             ) from exc
         t = spec.target
         if not t.project or not PROJECT_RE.fullmatch(t.project):
-            raise SpecError("target.project", f"a GCP project id is needed, got {t.project!r}", fix="project: my-project")
+            raise SpecError(
+                "target.project", f"a GCP project id is needed, got {t.project!r}", fix="project: my-project"
+            )
         if not t.region or not REGION_RE.fullmatch(t.region):
-            raise SpecError("target.region", f"a Vertex AI region is needed, got {t.region!r}", fix="region: us-central1")
+            raise SpecError(
+                "target.region", f"a Vertex AI region is needed, got {t.region!r}", fix="region: us-central1"
+            )
         if not opts.bucket:
             raise SpecError("provider_options.bucket", "no GCS bucket for artifacts", fix="set provider_options.bucket")
         for k, v in spec.tags.items():
@@ -143,7 +147,8 @@ class GcpProvider:
             if auto.scale_to_zero or auto.min == 0:
                 raise CapabilityError(f"autoscaling.scale_to_zero: {self.capabilities.reason('scale_to_zero')}")
             if auto.target_metric == "custom":
-                raise CapabilityError(f"autoscaling.custom_metric: {self.capabilities.reason('custom_autoscaling_metric')}")
+                reason = self.capabilities.reason("custom_autoscaling_metric")
+                raise CapabilityError(f"autoscaling.custom_metric: {reason}")
             if auto.target_metric == "cpu_utilization" and not 1 <= auto.target_value <= 100:
                 raise SpecError("autoscaling.target_value", "CPU utilisation targets are percentages (1-100)")
         if spec.strategy.shadow is not None:
@@ -321,7 +326,9 @@ class GcpProvider:
             version = opts.sklearn_version or containers.minor(containers.model_versions(release).get("sklearn", ""))
             image = containers.sklearn_image(self._clients.region, version)
         if not image:
-            raise SpecError("provider_options.image", "no serving image for this release", fix="set provider_options.image")
+            raise SpecError(
+                "provider_options.image", "no serving image for this release", fix="set provider_options.image"
+            )
         artifact_dir = self.store().model_dir(release.artifact) if release.artifact else ""
         body = vertex.model_body(release, artifact_dir, image, custom, opts)
         parent = self._model_name(release.endpoint) if has_parent else None
@@ -356,7 +363,8 @@ class GcpProvider:
         body = {"id": dep.id, "dedicated_resources": {"min_replica_count": autoscaling.min,
                                                       "max_replica_count": autoscaling.max,
                                                       "autoscaling_metric_specs": specs}}
-        paths = [f"dedicated_resources.{p}" for p in ("min_replica_count", "max_replica_count", "autoscaling_metric_specs")]
+        fields = ("min_replica_count", "max_replica_count", "autoscaling_metric_specs")
+        paths = [f"dedicated_resources.{p}" for p in fields]
         with gcp_errors("endpoints.mutateDeployedModel"):
             name = self._vx.mutate_deployed_model(view.name, body, paths)
         return self._op("scale", endpoint, release, {"phase": "scale", "lro": name})
@@ -384,7 +392,7 @@ class GcpProvider:
                     self._vx.set_traffic(view.name, {})
             for dep in view.deployed.values():
                 lros.append(self._once(f"undeploy:{endpoint}:{dep.id}",
-                                       lambda d=dep: self._vx.undeploy_model(view.name, d.id, {}),  # type: ignore[misc]
+                                       lambda d=dep: self._vx.undeploy_model(view.name, d.id, {}),
                                        "endpoints.undeployModel"))
         elif view is not None:
             lros.append(self._once(f"delete:{endpoint}", lambda: self._vx.delete_endpoint(view.name),
@@ -420,7 +428,7 @@ class GcpProvider:
             raise ConflictError(
                 f"{release.endpoint}: the {what} of {release.id} serves fingerprint {found!r}, "
                 f"not {release.fingerprint!r}: another ledger deployed it",
-                hint=f"use the ledger that deployed {release.endpoint}, or take the endpoint over with `deployer adopt`",
+                hint=f"use the ledger that deployed {release.endpoint}, or take it over with `deployer adopt`",
             )
 
     def _require(self, endpoint: str) -> vertex.EndpointView:
