@@ -15,6 +15,7 @@ not a tarball, so :meth:`GcsArtifactStore.model_dir` stages the unpacked model o
 from __future__ import annotations
 
 import hashlib
+import queue
 import shutil
 import tempfile
 import threading
@@ -40,7 +41,8 @@ class HashingStream:
     """Read-only file wrapper for a resumable upload: sha256 of each byte the first time it is read.
 
     The upload seeks back to the offset the server reports after a failed chunk; bytes below the
-    high-water mark are not hashed again. ``on_read`` reports progress.
+    high-water mark are not hashed again. Hashing runs on a helper thread (hashlib releases the GIL),
+    so it overlaps with sending the previous chunk. ``on_progress`` reports progress.
     """
 
     def __init__(self, f: IO[bytes], size: int, on_progress: ProgressFn | None) -> None:
@@ -51,6 +53,13 @@ class HashingStream:
         self._skipped = False
         self._lock = threading.Lock()
         self._on_progress = on_progress
+        self._pending: queue.Queue[memoryview | None] = queue.Queue(maxsize=4)
+        self._worker = threading.Thread(target=self._hash, daemon=True)
+        self._worker.start()
+
+    def _hash(self) -> None:
+        while (block := self._pending.get()) is not None:
+            self._sha.update(block)
 
     def read(self, n: int = -1) -> bytes:
         with self._lock:
@@ -60,7 +69,7 @@ class HashingStream:
             if start > self._mark:
                 self._skipped = True
             elif end > self._mark:
-                self._sha.update(memoryview(data)[self._mark - start :])
+                self._pending.put(memoryview(data)[self._mark - start :])
                 self._mark = end
         if self._on_progress and data:
             self._on_progress(min(end, self._size), self._size)
@@ -78,8 +87,15 @@ class HashingStream:
     def readable(self) -> bool:
         return True
 
+    def close_hashing(self) -> None:
+        """Stop the helper thread (idempotent); the digest is final after this."""
+        if self._worker.is_alive():
+            self._pending.put(None)
+            self._worker.join()
+
     def hexdigest(self, path: Path) -> str:
         """The digest of what was read; a read that skipped ahead (never seen) re-reads the file."""
+        self.close_hashing()
         if not self._skipped and self._mark == self._size:
             return self._sha.hexdigest()
         from deployer.artifacts import sha256_file
@@ -140,10 +156,13 @@ class GcsArtifactStore:
         blob.metadata = {**self.labels, DIGEST_META: digest}
         with open(path, "rb") as f:
             stream = HashingStream(f, size, on_progress)
-            with gcp_errors("storage.objects.insert"):
-                blob.upload_from_file(
-                    stream, size=size, content_type="application/gzip", retry=_sdk.storage_retry()
-                )
+            try:
+                with gcp_errors("storage.objects.insert"):
+                    blob.upload_from_file(
+                        stream, size=size, content_type="application/gzip", retry=_sdk.storage_retry()
+                    )
+            finally:
+                stream.close_hashing()
             actual = stream.hexdigest(path)
         if actual != digest:
             self._delete_key(self.key(digest))
