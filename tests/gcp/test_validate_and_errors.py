@@ -70,7 +70,9 @@ def test_bad_specs_name_the_field(tmp_path: Path, changes: dict[str, Any], field
     assert err.value.field == field
 
 
-def test_no_prebuilt_container_for_the_model_is_refused_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_prebuilt_container_for_the_model_is_refused_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(containers, "model_versions", lambda release=None: {"sklearn": "1.9.0", "python": "3.11"})
     with pytest.raises(SpecError) as err:
         _validate(_spec(tmp_path, **{"provider_options.image": None}))
