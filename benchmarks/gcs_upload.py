@@ -68,7 +68,8 @@ def calls(tmp: Path) -> None:
 
     from deployer.spec import Spec
     from deployer.testing import Harness, make_model
-    from tests.gcp.fake_vertex import FakeServer, VertexFake
+    from tests.gcp.fake_server import FakeServer
+    from tests.gcp.fake_vertex import VertexFake
 
     fake = VertexFake("bench-project", "us-central1", tmp / "served", storage.Client(project="bench"), pending_polls=3)
     with FakeServer(fake) as server:

@@ -18,7 +18,8 @@ from deployer_gcp import _sdk
 
 from deployer.testing import ConformanceTarget
 
-from .fake_vertex import FakeServer, VertexFake
+from .fake_server import FakeServer
+from .fake_vertex import VertexFake
 
 PROJECT = "deployer-test"
 REGION = "us-central1"

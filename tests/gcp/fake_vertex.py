@@ -3,9 +3,10 @@
 A specification, not a mock. Every request body is parsed with ``google.cloud.aiplatform_v1``'s own
 types with unknown fields refused, so a misspelled or misplaced field fails the test; answers are the
 API's JSON. Each rule enforced cites the reference page it comes from (REST reference root:
-https://cloud.google.com/vertex-ai/docs/reference/rest/v1/). Long-running operations stay pending
-for ``pending_polls`` GETs (served at ``/v1/...`` and at ``/ui/...``, where the GAPIC operations
-client polls). Prediction runs the model for real: the deployed model's ``artifactUri`` directory is
+https://cloud.google.com/vertex-ai/docs/reference/rest/v1/). Long-running operations finish
+``pending_polls`` requests after they start (the fake's clock: the work completes whether or not anyone
+polls, and a caller polling alone sees it pending that many times); they are served at ``/v1/...`` and at
+``/ui/...``, where the GAPIC operations client polls. Prediction runs the model for real: the deployed model's ``artifactUri`` directory is
 read from the storage emulator and loaded with deployer's own serving code; the prebuilt scikit-learn
 container refuses a pickle written by another scikit-learn version, as the real one fails to load it.
 Every prediction is written as Cloud Monitoring points, visible only after ``metrics_delay_s``.
@@ -22,7 +23,6 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,8 @@ class ApiError(Exception):
 @dataclass
 class PendingOp:
     name: str
-    polls_left: int
+    ready_at: int
+    """The fake's clock (requests served) at which the work is done, whether anyone polls or not."""
     finish: Callable[[], Any]
     """Applies the change; returns the response message (proto-plus) or raises ApiError (op error)."""
     done: bool = False
@@ -82,6 +83,7 @@ class VertexFake:
     errors: list[str] = field(default_factory=list)
     """Requests the fake could not parse or serve (a test fails on a misspelled field through these)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
+    tick: int = 0
     _ids: Any = field(default_factory=lambda: iter(range(1000, 10**9)))
 
     @property
@@ -91,6 +93,10 @@ class VertexFake:
     # -- requests ---------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, str], body: str) -> tuple[int, Any]:
         with self.lock:
+            self.tick += 1
+            for op in list(self.ops.values()):
+                if not op.done and self.tick >= op.ready_at:
+                    self._finish(op)
             if self.faults:
                 status = self.faults.pop(0)
                 reason = {429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
@@ -174,24 +180,23 @@ class VertexFake:
         return ep
 
     # -- operations -------------------------------------------------------------------------
-    def start(self, resource: str, finish: Callable[[], Any], polls: int | None = None) -> dict[str, Any]:
+    def start(self, resource: str, finish: Callable[[], Any]) -> dict[str, Any]:
+        """A long-running operation, done ``pending_polls`` requests from now (so at least that many polls)."""
         name = f"{resource}/operations/{next(self._ids)}"
-        self.ops[name] = PendingOp(name, self.pending_polls if polls is None else polls, finish)
+        self.ops[name] = PendingOp(name, self.tick + self.pending_polls, finish)
         return {"name": name, "done": False}
+
+    def _finish(self, op: PendingOp) -> None:
+        op.done = True
+        try:
+            op.response = op.finish()
+        except ApiError as e:
+            op.error = e
 
     def get_operation(self, name: str) -> dict[str, Any]:
         op = self.ops.get(name)
         if op is None:
             raise ApiError(404, "NOT_FOUND", f"Operation {name} not found")
-        with self.lock:
-            if not op.done:
-                op.polls_left -= 1
-                if op.polls_left <= 0:
-                    op.done = True
-                    try:
-                        op.response = op.finish()
-                    except ApiError as e:
-                        op.error = e
         pb = operations_pb2.Operation(name=name, done=op.done)
         if op.error is not None:
             pb.error.code = _GRPC_CODE.get(op.error.status, 2)
@@ -475,61 +480,3 @@ def _check_labels(labels: dict[str, str]) -> None:
     for k, v in labels.items():
         if not k or not LABEL_RE.fullmatch(k) or not LABEL_RE.fullmatch(v):
             raise ApiError(400, "INVALID_ARGUMENT", f"invalid label {k!r}: {v!r}")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    fake: VertexFake
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _serve(self) -> None:
-        url = urllib.parse.urlsplit(self.path)
-        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode() if length else "{}"
-        try:
-            status, payload = self.fake.handle(self.command, url.path, query, body)
-        except ApiError as e:
-            status, payload = e.code, {"error": {"code": e.code, "status": e.status, "message": e.message}}
-        except Exception as e:  # a bug in the fake or a request it cannot parse: 400 / 500 with the reason
-            bad = type(e).__name__ in ("ParseError", "ValueError", "TypeError", "KeyError")
-            status = 400 if bad else 500
-            self.fake.errors.append(f"{self.command} {url.path}: {type(e).__name__}: {e}")
-            payload = {"error": {"code": status, "status": "INVALID_ARGUMENT" if bad else "INTERNAL",
-                                 "message": f"{type(e).__name__}: {e}"}}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _serve
-
-
-class FakeServer:
-    """The fake on 127.0.0.1 (a free port), with Cloud Monitoring's gRPC service beside it."""
-
-    def __init__(self, fake: VertexFake) -> None:
-        handler = type("Handler", (_Handler,), {"fake": fake})
-        self.fake = fake
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.monitoring = fake_monitoring.MonitoringServer(fake)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self) -> FakeServer:
-        self.thread.start()
-        self.monitoring.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.monitoring.stop()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)

@@ -15,7 +15,7 @@ from deployer.spec import Target
 from deployer.testing import make_model
 
 from .conftest import PROJECT, REGION, options
-from .fake_vertex import FakeServer
+from .fake_server import FakeServer
 
 
 def make_provider(server: FakeServer, home: Path, **extra: Any) -> GcpProvider:

@@ -16,7 +16,7 @@ import pytest
 from deployer.testing import make_model
 
 from .conftest import BUCKET, PROJECT, SERVING_IMAGE, Emulator
-from .fake_vertex import FakeServer
+from .fake_server import FakeServer
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from deployer.errors import ConflictError, GateFailedError
 from deployer.ledger import Ledger
 from deployer.testing import ConformanceTarget, Harness, make_model
 
-from .fake_vertex import FakeServer
+from .fake_server import FakeServer
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,7 +13,7 @@ from deployer.records import Traffic
 from deployer.spec import Autoscaling
 
 from .conftest import PROJECT, REGION
-from .fake_vertex import FakeServer
+from .fake_server import FakeServer
 from .helpers import artifact, make_provider, release, wait
 
 pytestmark = pytest.mark.timeout(90)
@@ -152,4 +152,18 @@ def test_prebuilt_container_refuses_a_model_of_another_sklearn_version(vertex: F
     p = make_provider(vertex, tmp_path, image=None, sklearn_version="1.6")
     op = p.deploy_release(release("r0001", artifact(p, tmp_path)), Traffic())
     status = wait(p, op)
-    assert status.state == "failed" and "does not load in" in (status.message or "")
+    assert status.state == "failed" and "does not load in" in (status.message or ""), (status, vertex.fake.errors)
+
+
+def test_killed_while_the_endpoint_is_created_resumes(vertex: FakeServer, tmp_path: Path) -> None:
+    vertex.fake.pending_polls = 8
+    first = make_provider(vertex, tmp_path)
+    rel = release("r0001", artifact(first, tmp_path))
+    first.deploy_release(rel, Traffic())  # Endpoint and Model creation start; the process dies here
+    again = make_provider(vertex, tmp_path)
+    op = again.deploy_release(rel, Traffic())  # both already being created: refused (409), so it waits for them
+    assert len([o for o in vertex.fake.ops.values() if not o.done]) == 2  # no second creation was started
+    assert wait(again, op).state == "succeeded"
+    assert vertex.fake.calls["endpoints.deployModel"] == 1 and len(vertex.fake.models["churn"]) == 1
+    obs = again.observe("churn")
+    assert obs is not None and obs.traffic.weights == {"r0001": 100}

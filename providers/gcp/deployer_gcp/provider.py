@@ -216,7 +216,12 @@ class GcpProvider:
         )
 
     def poll(self, op: Operation) -> OperationStatus:
-        """One GetOperation (a finished prerequisite also sends the DeployModel it was waiting for)."""
+        """One GetOperation per operation in ``ref["lro"]``. When they are done, the next step of a
+        multi-step change is started here (the DeployModel after its prerequisites, the Endpoint delete
+        after the undeploys) and its first status returned."""
+        return self._poll(op, 0)
+
+    def _poll(self, op: Operation, depth: int) -> OperationStatus:
         if op.done:
             return OperationStatus(state="succeeded", progress=1.0)
         for name in filter(None, op.ref.get("lro", "").split(",")):
@@ -227,13 +232,16 @@ class GcpProvider:
             if not st["done"]:
                 return OperationStatus(state="running", message=f"{op.ref.get('phase', op.kind)}: {name}")
         phase = op.ref.get("phase")
+        if phase not in ("prepare", "destroy"):
+            return OperationStatus(state="succeeded", progress=1.0)
+        if depth >= 3:  # each step made progress; the next poll goes on
+            return OperationStatus(state="running", message=f"{phase}: next step started")
         if phase == "prepare":
             release = Release.model_validate_json(op.ref["release"])
-            nxt = self.deploy_release(release, Traffic.model_validate_json(op.ref["traffic"]))
-            return self.poll(nxt)
-        if phase == "destroy":
-            return self.poll(self.destroy(op.endpoint))
-        return OperationStatus(state="succeeded", progress=1.0)
+            nxt = self._deploy_release(release, Traffic.model_validate_json(op.ref["traffic"]), again=False)
+        else:
+            nxt = self.destroy(op.endpoint)
+        return self._poll(nxt, depth + 1)
 
     def metrics(self, endpoint: str, release: str, window_s: float) -> Metrics:
         """One GetEndpoint and four ListTimeSeries calls."""
@@ -270,6 +278,11 @@ class GcpProvider:
 
     # -- writes -------------------------------------------------------------------------------
     def deploy_release(self, release: Release, traffic: Traffic) -> Operation:
+        return self._deploy_release(release, traffic, again=True)
+
+    def _deploy_release(self, release: Release, traffic: Traffic, again: bool) -> Operation:
+        """``again``: a DeployModel of this release that ended in an error is sent again (a new attempt);
+        otherwise (a poll continuing the same attempt) the failed operation is returned, so it is reported."""
         opts = self._opts(release)
         ep = release.endpoint
         view = self._view(ep)
@@ -284,27 +297,40 @@ class GcpProvider:
         pending = []
         if view is None:
             body = vertex.endpoint_body(ep, opts, release.tags)
-            pending.append(self._once(f"create:{ep}", lambda: self._vx.create_endpoint(ep, body), "endpoints.create"))
+            try:
+                pending.append(
+                    self._once(f"create:{ep}", lambda: self._vx.create_endpoint(ep, body), "endpoints.create")
+                )
+            except ConflictError:  # being created (by a run that was killed): wait for it to appear
+                pending.append("")
         if version is None:
-            pending.append(self._once(f"upload:{ep}:{release.id}", lambda: self._upload(release, opts, bool(versions)),
-                                      "models.upload"))
+            try:
+                pending.append(self._once(
+                    f"upload:{ep}:{release.id}", lambda: self._upload(release, opts, bool(versions)), "models.upload"
+                ))
+            except ConflictError:  # the parent model is being created (by a killed run): wait for it
+                pending.append("")
         if pending:
-            ref = {"phase": "prepare", "lro": ",".join(pending), "release": release.model_dump_json(),
+            ref = {"phase": "prepare", "lro": ",".join(filter(None, pending)), "release": release.model_dump_json(),
                    "traffic": traffic.model_dump_json()}
             return self._op("deploy_release", ep, release.id, ref)
         assert view is not None and version is not None
-        return self._deploy(release, traffic, view, version, opts)
+        return self._deploy(release, traffic, view, version, opts, again)
 
     def _deploy(self, release: Release, traffic: Traffic, view: vertex.EndpointView, version: dict[str, Any],
-                opts: GcpOptions) -> Operation:
+                opts: GcpOptions, again: bool) -> Operation:
         ep = release.endpoint
         running = version.get("labels", {}).get(vertex.L_DEPLOY_OP)
         if running:  # a DeployModel for this release may be in flight: re-attach to it
             name = f"{view.name}/operations/{running}"
             with gcp_errors("operations.get"):
                 st = self._vx.get_operation(name)
-            if not st["done"]:  # done but not deployed (failed, or undeployed since): deploy again
+            if not st["done"] or ("error" in st and not again):
                 return self._op("deploy_release", ep, release.id, {"phase": "deploy", "lro": name})
+            if "error" not in st:  # it finished after ``view`` was read, or the release was undeployed since
+                fresh = self._view(ep)
+                if fresh is not None and release.id in fresh.deployed:
+                    return self._op("deploy_release", ep, release.id, {}, done=True)
         weights = {r: w for r, w in traffic.weights.items() if r in view.deployed or r == release.id}
         if not any(weights.values()):
             weights = {release.id: 100} if not view.weights else dict(view.weights)
