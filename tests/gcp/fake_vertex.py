@@ -4,12 +4,12 @@ A specification, not a mock. Every request body is parsed with ``google.cloud.ai
 unknown fields refused, so a misspelled or misplaced field fails the test; answers are the API's JSON. Each rule
 enforced cites the reference page it comes from (REST reference root:
 https://cloud.google.com/vertex-ai/docs/reference/rest/v1/). Long-running operations finish ``pending_polls``
-requests after they start (the fake's clock: the work completes whether or not anyone polls, and a caller polling alone sees it pending that
-many times); they are served at ``/v1/...`` and at ``/ui/...``, where the GAPIC operations client polls.
-Prediction runs the model for real: the deployed model's ``artifactUri`` directory is read from the storage
-emulator and loaded with deployer's own serving code; the prebuilt scikit-learn container refuses a pickle
-written by another scikit-learn version, as the real one fails to load it. Every prediction is written as Cloud
-Monitoring points, visible only after ``metrics_delay_s``.
+requests after they start (the fake's clock: the work completes whether or not anyone polls, and a caller
+polling alone sees it pending that many times); they are served at ``/v1/...`` and at ``/ui/...``, where the
+GAPIC operations client polls. Prediction runs the model for real: the deployed model's ``artifactUri``
+directory is read from the storage emulator and loaded with deployer's own serving code; the prebuilt
+scikit-learn container refuses a pickle written by another scikit-learn version, as the real one fails to load
+it. Every prediction is written as Cloud Monitoring points, visible only after ``metrics_delay_s``.
 """
 
 from __future__ import annotations
