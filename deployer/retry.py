@@ -36,10 +36,14 @@ def call(
     Gives up after ``attempts`` tries or ``deadline_s`` seconds, re-raising the last TransientError.
     ``sleep`` is injectable for tests.
     """
+    try:
+        wait = wait_exponential_jitter(**{"multiplier": initial_s}, max=max_wait_s, jitter=initial_s)
+    except TypeError:  # tenacity < 9.2 (google-genai, under google-cloud-aiplatform, pins it) names it initial
+        wait = wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=initial_s)
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(attempts) | stop_after_delay(deadline_s),
-        wait=wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=initial_s),
+        wait=wait,
         reraise=True,
     )
     if sleep is not None:

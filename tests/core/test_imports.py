@@ -7,13 +7,17 @@ import sys
 
 import pytest
 
-CLOUD = ("boto3", "botocore", "google.cloud", "azure", "sagemaker", "deployer_aws", "deployer_azure")
+CLOUD = ("boto3", "botocore", "google.cloud", "azure", "sagemaker", "deployer_aws", "deployer_gcp", "deployer_azure")
 
 PROBE = """
 import sys
 {setup}
-roots = {{'boto3', 'botocore', 'sagemaker', 'azure', 'deployer_aws', 'deployer_azure'}}
-bad = sorted(m for m in sys.modules if m.split('.')[0] in roots or m.startswith('google.cloud'))
+roots = {{'boto3', 'botocore', 'sagemaker', 'azure', 'deployer_aws', 'deployer_gcp', 'deployer_azure', 'grpc'}}
+bad = sorted(
+    m for m in sys.modules
+    if m.split('.')[0] in roots or m.startswith(('google.cloud.', 'google.api_core', 'google.auth'))
+)
+# (the bare 'google' / 'google.cloud' namespaces are made at startup by google-cloud-aiplatform's -nspkg.pth)
 print('LOADED:' + ','.join(bad))
 """
 

@@ -1,0 +1,1 @@
+"""deployer provider for Google Cloud: GCS artifacts, Vertex AI endpoints, Cloud Monitoring gates."""
