@@ -4,7 +4,6 @@ zero botocore backoff, and a recorder of every operation the provider's own clie
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +15,12 @@ import pytest
 from deployer_aws.provider import AwsProvider
 from moto import mock_aws
 
+from deployer import artifacts
 from deployer.records import ArtifactRef
-from deployer.testing import ConformanceTarget
+from deployer.testing import ConformanceTarget, make_model
 
 from . import fakes
-from .helpers import BUCKET, REGION, ROLE, make_provider
+from .helpers import BUCKET, REGION, TEST_OPTIONS, make_provider
 
 RECORDED: set[str] = set()
 """'service:Operation' sent by clients the provider created (user agent 'mldeployer-aws')."""
@@ -86,9 +86,9 @@ def provider(aws: None, tmp_path: Path) -> AwsProvider:
 
 @pytest.fixture
 def artifact(provider: AwsProvider, tmp_path: Path) -> ArtifactRef:
-    path = tmp_path / "model.tar.gz"
-    path.write_bytes(b"pretend this is a packaged sklearn model" * 100)
-    return provider.store().put(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    """A real packaged model (4 features): the fake's InvokeEndpoint runs it."""
+    packaged = artifacts.package(make_model(tmp_path / "model", 1), tmp_path / "pkg")
+    return provider.store().put(packaged.path, packaged.digest)
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +124,7 @@ def aws_target(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Co
     return ConformanceTarget(
         target={"provider": "aws", "region": REGION},
         ledger_path=tmp_path / "ledger.db",
-        provider_options={"bucket": BUCKET, "role_arn": ROLE},
+        provider_options=TEST_OPTIONS,
         resources={"instance_type": "ml.m5.large"},
-        real_predictions=False,
+        real_predictions=True,
     )

@@ -15,7 +15,7 @@ from deployer.ledger import Ledger
 from deployer.testing import ConformanceTarget, Harness, make_model
 from deployer.waiting import FakeClock
 
-from .helpers import BUCKET, REGION, ROLE, raw_error
+from .helpers import BUCKET, REGION, TEST_OPTIONS, raw_error
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -103,7 +103,7 @@ def test_persistent_5xx_during_a_canary_fails_cleanly(
     ct = ConformanceTarget(
         target={"provider": "aws", "region": REGION},
         ledger_path=tmp_path / "ledger.db",
-        provider_options={"bucket": BUCKET, "role_arn": ROLE},
+        provider_options=TEST_OPTIONS,
         resources={"instance_type": "ml.m5.large"},
         real_predictions=False,
     )

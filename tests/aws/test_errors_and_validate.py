@@ -21,7 +21,7 @@ from deployer.errors import (
 )
 from deployer.spec import Spec
 
-from .helpers import REGION, ROLE, make_provider
+from .helpers import REGION, ROLE, SKLEARN_CONTAINER, make_provider
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -86,7 +86,7 @@ def spec(**kw: Any) -> Spec:
         "target": {"provider": "aws", "region": REGION},
         "model": {"path": "m.joblib"},
         "resources": {"instance_type": "ml.m5.large"},
-        "provider_options": {"bucket": "models-bucket", "role_arn": ROLE},
+        "provider_options": {"bucket": "models-bucket", "role_arn": ROLE, "sklearn_version": SKLEARN_CONTAINER},
     }
     for k, v in kw.items():
         if isinstance(v, dict) and isinstance(body.get(k), dict):

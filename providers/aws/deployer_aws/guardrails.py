@@ -72,9 +72,14 @@ def alarm_name(endpoint: str, release: str, metric: str) -> str:
     return f"deployer-{endpoint}-{release}-{metric}"
 
 
-def gate_alarms(spec: Spec, endpoint: str, release: str) -> list[dict[str, Any]]:
-    """PutMetricAlarm bodies for the spec's metric gates that CloudWatch can judge."""
-    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": release}]
+def gate_alarms(spec: Spec, endpoint: str, release: str, variant: str) -> list[dict[str, Any]]:
+    """PutMetricAlarm bodies for the spec's metric gates that CloudWatch can judge.
+
+    Named after the release, they watch ``variant``: a guarded update keeps the old variant name
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html), so the
+    new release's metrics arrive under it.
+    """
+    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]
     out: list[dict[str, Any]] = []
     for gate in spec.gates:
         if not isinstance(gate, MetricGate) or gate.max is None:
