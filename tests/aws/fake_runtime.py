@@ -146,7 +146,7 @@ class Runtime:
         self.pending = [p for p in self.pending if p not in ready]
         for at, endpoint, variant, failed, latency_ms in ready:
             dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]
-            ts = dt.datetime.fromtimestamp(at, dt.UTC)
+            ts = dt.datetime.fromtimestamp(at, dt.UTC).replace(tzinfo=None)  # moto compares naive UTC
             cloudwatch.put_metric_data(
                 "AWS/SageMaker",
                 [

@@ -11,10 +11,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deployer.errors import ProviderError
-from deployer.ledger import Ledger
 from deployer.testing import ConformanceTarget, Harness, make_model
 
-from .helpers import REGION
+from .helpers import REGION, ledger_rows
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,14 +26,6 @@ AUTO_V2 = {"min": 2, "max": 5, "target_value": 150}
 @pytest.fixture
 def ct(aws_target: ConformanceTarget) -> ConformanceTarget:
     return aws_target
-
-
-def _rows(ct: ConformanceTarget, name: str) -> dict[str, Any]:
-    ledger = Ledger(ct.ledger_path)
-    try:
-        return {r.id: r for r in ledger.releases(name)}
-    finally:
-        ledger.close()
 
 
 def _scalable() -> list[tuple[str, int, int]]:
@@ -70,7 +61,7 @@ def test_native_canary_promotes_then_alarm_rolls_back(
     assert _served() == (["r0001"], ["churn-r0002"])
     observed = h.recorder.observe("churn")
     assert observed is not None and set(observed.releases) == {"r0002"} and observed.traffic.weights == {"r0002": 100}
-    rows = _rows(ct, "churn")
+    rows = ledger_rows(ct.ledger_path, "churn")
     assert observed.releases["r0002"].fingerprint == rows["r0002"].fingerprint
     assert rows["r0002"].status == "live" and rows["r0001"].status == "superseded"
     # the alarm watches the variant that serves the new release
@@ -91,7 +82,7 @@ def test_native_canary_promotes_then_alarm_rolls_back(
     sagemaker_fake.rollback_reason = "Alarm deployer-churn-r0003-error-rate went into ALARM; rolled back."
     with pytest.raises(ProviderError, match="rolled back r0003.*went into ALARM"):
         h.deploy(ct.spec("churn", make_model(tmp_path / "m", 3), strategy=NATIVE, gates=GATES, autoscaling=AUTO_V2))
-    rows = _rows(ct, "churn")
+    rows = ledger_rows(ct.ledger_path, "churn")
     assert rows["r0003"].status == "failed" and "went into ALARM" in (rows["r0003"].reason or "")
     assert rows["r0002"].status == "live"
     assert _served() == (["r0001"], ["churn-r0002"])

@@ -12,11 +12,10 @@ import pytest
 from deployer_aws.provider import AwsProvider
 
 from deployer.errors import ConflictError
-from deployer.ledger import Ledger
 from deployer.records import ArtifactRef, Traffic
 from deployer.testing import ConformanceTarget, Harness, make_model
 
-from .helpers import REGION, release, wait
+from .helpers import REGION, ledger_rows, release, wait
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,14 +60,6 @@ def test_a_config_of_another_ledger_is_a_conflict(provider: AwsProvider, artifac
         provider._sm.ensure_config("churn-r0001-abcdef12", [body], {}, {"deployer:fingerprint:r0001": "fp-b"})
 
 
-def _rows(path: Path, name: str) -> dict[str, Any]:
-    ledger = Ledger(path)
-    try:
-        return {r.id: r for r in ledger.releases(name)}
-    finally:
-        ledger.close()
-
-
 def test_two_ledgers_one_endpoint(aws_target: ConformanceTarget, tmp_path: Path) -> None:
     """Two CI runs with fresh ledgers: the second must not report 'deployed r0001' over the first."""
     first = Harness(aws_target.ledger_path)
@@ -77,7 +68,7 @@ def test_two_ledgers_one_endpoint(aws_target: ConformanceTarget, tmp_path: Path)
     second = Harness(other.ledger_path)
     with pytest.raises(ConflictError, match="r0001"):
         second.deploy(other.spec("churn", make_model(tmp_path / "b", 2)))
-    mine = _rows(aws_target.ledger_path, "churn")["r0001"]
+    mine = ledger_rows(aws_target.ledger_path, "churn")["r0001"]
     assert first.recorder is not None
     observed = first.recorder.observe("churn")
     assert observed is not None and observed.releases["r0001"].fingerprint == mine.fingerprint
