@@ -90,6 +90,10 @@ def test_native_canary_promotes_then_alarm_rolls_back(
     observed = h.recorder.observe("churn")
     assert observed is not None and observed.traffic.weights == {"r0002": 100}
     assert h.recorder.invoke("churn", [[0.5] * 4]).body["release"] == "r0002"
+    # retiring the failed candidate (SageMaker already removed it) is done at once, twice, and takes its alarms
+    assert h.recorder.retire_release("churn", "r0003").done and h.recorder.retire_release("churn", "r0003").done
+    assert not cw.describe_alarms(AlarmNamePrefix="deployer-churn-r0003-")["MetricAlarms"]
+    assert _scalable() == [("endpoint/churn/variant/r0001", 2, 5)]  # the live release keeps its autoscaling
 
 
 def test_fake_refuses_what_guardrails_refuse(ct: ConformanceTarget, tmp_path: Path) -> None:

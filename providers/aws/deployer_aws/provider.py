@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from deployer.errors import CapabilityError, ConflictError, NotFoundError, StorageError
+from deployer.errors import CapabilityError, ConflictError, NotFoundError
 from deployer.protocols import ProviderContext
 from deployer.records import (
-    Capabilities,
     Metrics,
     Observed,
     ObservedRelease,
@@ -45,18 +43,16 @@ from deployer.records import (
     Traffic,
 )
 from deployer.spec import Autoscaling, MetricGate, Spec
-from deployer_aws import _sdk, guardrails, images, validation
+from deployer_aws import _sdk, guardrails, models, validation
 from deployer_aws import metrics as cw_metrics
+from deployer_aws.capabilities import METRICS_DELAY_S, capabilities
 from deployer_aws.errors import EndpointBusyError, aws_errors, error_code, translate
 from deployer_aws.iam import permissions as iam_permissions
 from deployer_aws.options import AwsOptions
 from deployer_aws.sagemaker import (
-    ARTIFACT_TAG,
     BUSY_STATES,
     ENDPOINT_TAG,
     FAILED_STATES,
-    FINGERPRINT_TAG,
-    RELEASE_TAG,
     EndpointView,
     Layout,
     SageMaker,
@@ -86,36 +82,6 @@ _STATUS = {
     "OutOfService": "failed",
     "UpdateRollbackFailed": "failed",
 }
-METRICS_GRANULARITY_S = 60.0
-"""SageMaker publishes invocation metrics every 60 s (MetricsConfig.MetricPublishFrequencyInSeconds:
-https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_MetricsConfig.html)."""
-METRICS_DELAY_S = 120.0
-"""How long a minute's datapoint may take to appear in CloudWatch after the minute ends. SageMaker
-aggregates per minute before it publishes (https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html),
-and CloudWatch makes a datapoint readable only after ingestion; two minutes is the margin deployer waits."""
-
-
-def capabilities(opts: AwsOptions) -> Capabilities:
-    unsupported = {
-        "scale_to_zero": "SageMaker real-time variants keep at least one instance; "
-        "scale to zero needs inference components, which deployer does not use",
-        "shadow": "SageMaker shadow variants need shadow tests (ShadowProductionVariants), which deployer does not use",
-    }
-    if opts.serverless is not None:
-        unsupported["autoscaling"] = "serverless endpoints scale by concurrency (serverless.max_concurrency)"
-        unsupported["native_rollout"] = "SageMaker deployment guardrails do not support serverless endpoints"
-    return Capabilities(
-        traffic_split=True,
-        autoscaling=opts.serverless is None,
-        scale_to_zero=False,
-        metrics=True,
-        native_rollout=opts.serverless is None,
-        container_images=True,
-        shadow=False,
-        metrics_granularity_s=METRICS_GRANULARITY_S,
-        metrics_delay_s=METRICS_DELAY_S,
-        unsupported=unsupported,
-    )
 
 
 def _options(raw: Any) -> AwsOptions:
@@ -285,7 +251,7 @@ class AwsProvider:
         layout = self._layout(view)
         have = layout.by_release().get(release.id)
         if have is not None:
-            _check_fingerprint(ep, have, release)
+            models.check_variant(ep, have, release)
             if view.status not in BUSY_STATES | FAILED_STATES:
                 return self._op("deploy_release", ep, release.id, {"endpoint_config": view.config}, done=True)
         pending = self._check_busy(view, release, want_present=True)
@@ -329,7 +295,7 @@ class AwsProvider:
         layout = self._layout(view)
         have = layout.by_release().get(release.id)
         if have is not None:
-            _check_fingerprint(ep, have, release)
+            models.check_variant(ep, have, release)
         if len(layout.variants) != 1:
             raise ConflictError(
                 f"a native rollout replaces the single variant of {ep}, which serves {sorted(layout.by_release())}",
@@ -503,7 +469,7 @@ class AwsProvider:
             layout = self._sm.layout(view.name, target)
             have = layout.by_release().get(rid or "")
             if release is not None and have is not None:
-                _check_fingerprint(view.name, have, release)
+                models.check_variant(view.name, have, release)
             if (have is not None) == want_present:
                 return target
         raise EndpointBusyError(
@@ -541,69 +507,15 @@ class AwsProvider:
         """CreateModel for the release unless it exists; an existing one must carry its fingerprint
         (DescribeModel + ListTags when it does)."""
         name = model_name(release.endpoint, release.id)
-        tags = self._sm.model_tags(name)
-        if tags is not None:
-            theirs = tags.get(FINGERPRINT_TAG)
-            if theirs is not None and theirs != release.fingerprint:
-                raise ConflictError(
-                    f"model {name} exists and serves fingerprint {theirs}, not {release.fingerprint}: "
-                    f"release {release.id} of {release.endpoint} was made by another ledger",
-                    hint=f"deploy with the ledger that made it, `deployer adopt {release.endpoint}` to take the "
-                    "endpoint over, or destroy it",
-                )
+        found = self._sm.model_tags(name)
+        if found is not None:
+            models.check_model(name, found, release)
             return
-        region = self._clients.region
-        container: dict[str, Any] = {}
-        if release.flavor == "container":
-            container["Image"] = release.image
-            if release.artifact is not None:
-                container["ModelDataUrl"] = release.artifact.uri
-        else:
-            if release.artifact is None:
-                raise StorageError(f"release {release.id} has no artifact", hint="upload the model first")
-            container["ModelDataUrl"] = release.artifact.uri
-            if release.flavor == "sklearn" and not opts.image:
-                container["Image"] = images.sklearn_image(region, validation.sklearn_container(opts))
-                blob, digest = images.inference_bundle()
-                ref = self.store().put_bytes(blob, digest, images.BUNDLE)
-                container["Environment"] = images.sklearn_environment(ref.uri, region, release.id)
-            else:
-                container["Image"] = opts.image or release.image
-                env: dict[str, str] = {"DEPLOYER_FLAVOR": release.flavor, "DEPLOYER_RELEASE": release.id}
-                if release.entrypoint:
-                    env["DEPLOYER_ENTRYPOINT"] = release.entrypoint
-                container["Environment"] = env
-        tags = {
-            **opts.tags,
-            **release.tags,
-            ENDPOINT_TAG: release.endpoint,
-            RELEASE_TAG: release.id,
-            FINGERPRINT_TAG: release.fingerprint,
-        }
-        if release.artifact is not None:
-            tags[ARTIFACT_TAG] = release.artifact.digest
-        self._sm.create_model(name, container, opts, tags)
+        container = models.container(release, opts, self._clients.region, self.store)
+        self._sm.create_model(name, container, opts, models.tags(release, opts))
 
     def _delete_alarms(self, endpoint: str, release: str | None) -> None:
-        cw = self._clients.client("cloudwatch")
-        prefix = guardrails.alarm_name(endpoint, release, "") if release else f"deployer-{endpoint}-"
-        with aws_errors("DescribeAlarms"):
-            found = cw.describe_alarms(AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"])
-        pattern = re.compile(rf"deployer-{re.escape(endpoint)}-r\d{{4,}}-(p99|error-rate)")
-        names = [a["AlarmName"] for a in found.get("MetricAlarms", []) if pattern.fullmatch(a["AlarmName"])]
-        if names:
-            with aws_errors("DeleteAlarms"):
-                cw.delete_alarms(AlarmNames=names)
-
-
-def _check_fingerprint(endpoint: str, have: Variant, release: Release) -> None:
-    """A variant serving ``release.id`` must serve its fingerprint (None: made before tags existed)."""
-    if have.fingerprint is not None and have.fingerprint != release.fingerprint:
-        raise ConflictError(
-            f"endpoint {endpoint} serves a release {release.id} with fingerprint {have.fingerprint}, "
-            f"not {release.fingerprint}: another ledger deployed it",
-            hint=f"deploy with the ledger that made it, or `deployer adopt {endpoint}` to take it over",
-        )
+        guardrails.delete_alarms(self._clients.client("cloudwatch"), endpoint, release)
 
 
 def _by_release(layout: Layout, weights: dict[str, int]) -> dict[str, int]:
