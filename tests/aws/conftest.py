@@ -50,7 +50,8 @@ def _record_operations(operations_file: Path) -> Iterator[None]:
 
             def record(model: Any, params: Any = None, **_: Any) -> None:
                 line = f"{model.service_model.service_name}:{model.name}"
-                if isinstance(params, dict) and params.get("ServerSideEncryption") == "aws:kms":
+                headers = params.get("headers", {}) if isinstance(params, dict) else {}  # the serialised request
+                if headers.get("x-amz-server-side-encryption") == "aws:kms":
                     line += " sse=aws:kms"
                 with lock, open(operations_file, "a") as fh:
                     fh.write(line + "\n")

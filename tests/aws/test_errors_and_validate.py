@@ -229,3 +229,16 @@ def test_manifest_records_the_runtime(tmp_path: Path) -> None:
     runtime = artifacts.read_manifest(packaged.path)["runtime"]
     assert runtime == artifacts.runtime_versions()
     assert set(runtime) == {"python", "scikit-learn", "numpy"}
+
+
+def test_metric_windows_are_whole_published_minutes(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from deployer_aws import metrics as cw_metrics
+
+    now = dt.datetime(2026, 12, 2, 7, 30, 41, 500, tzinfo=dt.UTC)
+    req = cw_metrics.request("churn", "r0001", 90, [], "AWS/SageMaker", now=now - dt.timedelta(seconds=120))
+    assert req["EndTime"] == dt.datetime(2026, 12, 2, 7, 28, tzinfo=dt.UTC)
+    assert req["StartTime"] == dt.datetime(2026, 12, 2, 7, 26, tzinfo=dt.UTC)  # 90 s -> two whole minutes
+    caps = make_provider(tmp_path).capabilities
+    assert (caps.metrics_granularity_s, caps.metrics_delay_s) == (60.0, 120.0)

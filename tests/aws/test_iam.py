@@ -60,7 +60,7 @@ def _granted(policy: dict[str, object]) -> set[str]:
 
 def test_policy_grants_what_the_calls_needed(operations_file: Path, request: pytest.FixtureRequest) -> None:
     files = {item.path.name for item in request.session.items if "aws" in item.path.parts}
-    if not {"test_sagemaker.py", "test_store.py", "test_native_and_faults.py"} <= files:
+    if not {"test_sagemaker.py", "test_store.py", "test_native_and_faults.py", "test_engine_native.py"} <= files:
         pytest.skip("needs the whole aws suite")
     lines = _recorded(operations_file)
     assert any("sse=aws:kms" in line for line in lines), "the store tests upload with SSE-KMS"
