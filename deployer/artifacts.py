@@ -4,14 +4,22 @@ The same model files always give the same bytes (sorted entries, zero mtimes, ui
 owner names, normalised modes, gzip header without a timestamp), so the sha256 of the tar.gz
 names the model: re-deploying an unchanged model finds its digest in the store and moves nothing.
 The digest is computed while the archive is written, never by a second read.
+
+Every archive ends with a small manifest, ``deployer-manifest.json``: ``{"runtime": {"python": ...,
+"scikit-learn": ..., "numpy": ...}}``, the versions (:func:`runtime_versions`) of the interpreter and
+libraries that packaged (and, for a model object, pickled) the model. Providers read it to pick a
+serving container that can load the model, or to refuse offline.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.metadata
 import io
+import json
 import os
+import platform
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -24,7 +32,33 @@ if TYPE_CHECKING:
     from deployer.spec import Serving
 
 ARTIFACT_NAME = "model.tar.gz"
+MANIFEST_NAME = "deployer-manifest.json"
 CHUNK = 1 << 20
+RUNTIME_LIBRARIES = ("scikit-learn", "numpy")
+
+
+def runtime_versions() -> dict[str, str]:
+    """``{"python": "3.11.7", "scikit-learn": "1.9.1", "numpy": "2.4.6"}`` for this interpreter.
+
+    Libraries that are not installed are left out. These are the manifest's ``runtime`` fields.
+    """
+    out = {"python": platform.python_version()}
+    for dist in RUNTIME_LIBRARIES:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def read_manifest(archive: Path) -> dict[str, Any]:
+    """The manifest of a packaged artifact (``{}`` for an archive made before manifests existed)."""
+    with tarfile.open(archive, "r:gz") as tar:
+        try:
+            member = tar.extractfile(MANIFEST_NAME)
+        except KeyError:
+            return {}
+        return dict(json.loads(member.read())) if member is not None else {}
 
 
 @dataclass(frozen=True)
@@ -98,6 +132,8 @@ def package(
     entries: list[tuple[Path | bytes, str]] = list(_entries(src))
     if not entries:
         raise SpecError("model.path", f"{src} is an empty directory", fix="put the model files in it")
+    if any(name == MANIFEST_NAME for _, name in entries):
+        raise SpecError("model.path", f"{src} holds a file named {MANIFEST_NAME}", fix="rename that file")
     notes: list[str] = []
     if serving is not None:
         from deployer.serving.compile import serving_files
@@ -123,6 +159,8 @@ def package(
                 info = _tarinfo(name, st.st_size, bool(st.st_mode & 0o111))
                 with open(item, "rb") as fh:
                     tar.addfile(info, fh)
+            manifest = json.dumps({"runtime": runtime_versions()}, sort_keys=True).encode()
+            tar.addfile(_tarinfo(MANIFEST_NAME, len(manifest), False), io.BytesIO(manifest))
     return Packaged(path=target, digest=hasher.sha.hexdigest(), size=hasher.size, notes=tuple(notes))
 
 

@@ -385,8 +385,14 @@ def serve(spec: str, env: str | None, port: int | None) -> None:
 @click.option("--role-arn", default=None, help="Execution role the provider passes to the platform.")
 @click.option("--region", default=None, help="Region to scope resources to (default: any).")
 @click.option("--account", default=None, help="Account id to scope resources to (default: any).")
+@click.option("--kms-key-arn", default=None, help="KMS key that encrypts artifacts (sse: aws:kms).")
 def iam_policy(
-    provider: str, bucket: str | None, role_arn: str | None, region: str | None, account: str | None
+    provider: str,
+    bucket: str | None,
+    role_arn: str | None,
+    region: str | None,
+    account: str | None,
+    kms_key_arn: str | None,
 ) -> None:
     """Print the least-privilege policy for the calls a provider makes."""
 
@@ -399,6 +405,8 @@ def iam_policy(
         if fn is None:
             raise CapabilityError(f"provider {provider!r} needs no cloud permissions")
         given = {"bucket": bucket, "role_arn": role_arn, "region": region, "account": account}
+        if kms_key_arn:
+            given["kms_key_arn"] = kms_key_arn
         click.echo(json.dumps(fn(**{k: v for k, v in given.items() if v is not None}), indent=2))
 
     run(False, body)

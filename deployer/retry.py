@@ -2,10 +2,16 @@
 
 Only :class:`~deployer.errors.TransientError` is retried (providers classify throttling, 5xx and
 timeouts as transient by error code). Everything else fails fast.
+
+One deadline for all retries: while :func:`call` runs, :func:`remaining_s` tells an SDK's own retry
+loop (botocore's, for example) how much of the caller's deadline is left, so the SDK stops retrying
+when it is spent instead of multiplying the attempts.
 """
 
 from __future__ import annotations
 
+import contextvars
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,6 +26,14 @@ from tenacity import (
 from deployer.errors import TransientError
 
 T = TypeVar("T")
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deployer_retry_deadline", default=None)
+
+
+def remaining_s() -> float | None:
+    """Seconds left of the innermost :func:`call`'s deadline (None outside a call)."""
+    deadline = _DEADLINE.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
 def call(
@@ -48,4 +62,10 @@ def call(
     )
     if sleep is not None:
         retrying.sleep = sleep
-    return retrying(fn)
+    outer = _DEADLINE.get()
+    mine = time.monotonic() + deadline_s
+    token = _DEADLINE.set(mine if outer is None else min(outer, mine))
+    try:
+        return retrying(fn)
+    finally:
+        _DEADLINE.reset(token)

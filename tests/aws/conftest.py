@@ -1,11 +1,11 @@
 """Fixtures for the aws provider: moto in-process with tests/aws/fakes.py, dummy credentials,
-zero botocore backoff, and a recorder of every operation the provider's own clients send
-(checked against deployer_aws.permissions() by test_iam.py, which runs last)."""
+zero botocore backoff, and a recorder of every operation the provider's own clients send, written
+to a file (test_iam.py, which runs last, checks deployer_aws.permissions() against it)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,16 @@ import pytest
 from deployer_aws.provider import AwsProvider
 from moto import mock_aws
 
+from deployer import artifacts
 from deployer.records import ArtifactRef
-from deployer.testing import ConformanceTarget
+from deployer.testing import ConformanceTarget, make_model
 
 from . import fakes
-from .helpers import BUCKET, REGION, ROLE, make_provider
+from .helpers import BUCKET, REGION, TEST_OPTIONS, make_provider
 
-RECORDED: set[str] = set()
-"""'service:Operation' sent by clients the provider created (user agent 'mldeployer-aws')."""
+OPERATIONS_FILE = "aws-operations.txt"
+"""One line per call the provider's clients (user agent 'mldeployer-aws') sent: ``service:Operation``,
+followed by `` sse=aws:kms`` for an S3 write encrypted with KMS."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,17 +33,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda it: "test_iam.py" in str(it.fspath))
 
 
+@pytest.fixture(scope="session")
+def operations_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / OPERATIONS_FILE
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _record_operations() -> Iterator[None]:
+def _record_operations(operations_file: Path) -> Iterator[None]:
     orig = boto3.session.Session.client
+    lock = threading.Lock()
 
     def client(self: Any, *args: Any, **kwargs: Any) -> Any:
         c = orig(self, *args, **kwargs)
         cfg = kwargs.get("config")
         if cfg is not None and "mldeployer-aws" in (cfg.user_agent_extra or ""):
 
-            def record(model: Any, **_: Any) -> None:
-                RECORDED.add(f"{model.service_model.service_name}:{model.name}")
+            def record(model: Any, params: Any = None, **_: Any) -> None:
+                line = f"{model.service_model.service_name}:{model.name}"
+                headers = params.get("headers", {}) if isinstance(params, dict) else {}  # the serialised request
+                if headers.get("x-amz-server-side-encryption") == "aws:kms":
+                    line += " sse=aws:kms"
+                with lock, open(operations_file, "a") as fh:
+                    fh.write(line + "\n")
 
             c.meta.events.register("before-call.*.*", record)
         return c
@@ -86,9 +99,9 @@ def provider(aws: None, tmp_path: Path) -> AwsProvider:
 
 @pytest.fixture
 def artifact(provider: AwsProvider, tmp_path: Path) -> ArtifactRef:
-    path = tmp_path / "model.tar.gz"
-    path.write_bytes(b"pretend this is a packaged sklearn model" * 100)
-    return provider.store().put(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    """A real packaged model (4 features): the fake's InvokeEndpoint runs it."""
+    packaged = artifacts.package(make_model(tmp_path / "model", 1), tmp_path / "pkg")
+    return provider.store().put(packaged.path, packaged.digest)
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +137,7 @@ def aws_target(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Co
     return ConformanceTarget(
         target={"provider": "aws", "region": REGION},
         ledger_path=tmp_path / "ledger.db",
-        provider_options={"bucket": BUCKET, "role_arn": ROLE},
+        provider_options=TEST_OPTIONS,
         resources={"instance_type": "ml.m5.large"},
-        real_predictions=False,
+        real_predictions=True,
     )

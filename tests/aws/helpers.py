@@ -11,6 +11,7 @@ from botocore.awsrequest import AWSResponse
 from deployer_aws.options import AwsOptions
 from deployer_aws.provider import AwsProvider
 
+from deployer.ledger import Ledger
 from deployer.protocols import ProviderContext
 from deployer.records import ArtifactRef, Operation, OperationStatus, Release
 from deployer.spec import Target
@@ -18,10 +19,24 @@ from deployer.spec import Target
 REGION = "us-east-1"
 BUCKET = "deployer-models"
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-exec"
+SKLEARN_CONTAINER = "1.4-2-py312"
+TEST_OPTIONS = {"bucket": BUCKET, "role_arn": ROLE, "sklearn_version": SKLEARN_CONTAINER}
+"""The tests' models are pickled with this project's lock (scikit-learn 1.9, numpy 2), which no tagged
+prebuilt container ships, so ``validate`` would refuse them: the tests name the container explicitly
+(the fake runs the handler with the test environment's libraries)."""
+
+
+def ledger_rows(path: Path, endpoint: str) -> dict[str, Any]:
+    """The ledger's release rows of ``endpoint`` by id."""
+    ledger = Ledger(path)
+    try:
+        return {r.id: r for r in ledger.releases(endpoint)}
+    finally:
+        ledger.close()
 
 
 def make_provider(tmp_path: Path, **options: Any) -> AwsProvider:
-    opts = AwsOptions(**{"bucket": BUCKET, "role_arn": ROLE, **options})
+    opts = AwsOptions(**{**TEST_OPTIONS, **options})
     ctx = ProviderContext(target=Target(provider="aws", region=REGION), options=opts, home=tmp_path)
     return AwsProvider(ctx)
 

@@ -16,7 +16,7 @@ import requests
 
 from deployer.testing import make_model
 
-from .helpers import BUCKET, REGION, ROLE
+from .helpers import BUCKET, REGION, ROLE, SKLEARN_CONTAINER
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,7 +37,7 @@ def _spec(tmp: Path, seed: int) -> Path:
         f"target: {{provider: aws, region: {REGION}}}\n"
         f"model: {{path: {model}, flavor: sklearn}}\n"
         "resources: {instance_type: ml.m5.large, replicas: 1}\n"
-        f"provider_options: {{bucket: {BUCKET}, role_arn: '{ROLE}'}}\n"
+        f"provider_options: {{bucket: {BUCKET}, role_arn: '{ROLE}', sklearn_version: '{SKLEARN_CONTAINER}'}}\n"
     )
     return path
 

@@ -3,8 +3,10 @@
 Clients are created lazily (constructing a provider makes no network call and imports no SDK until
 the first call), in the target's region, with botocore's *standard* retry mode and a small attempt
 budget: botocore absorbs short throttling bursts, the core's tenacity policy handles the rest
-(:class:`~deployer.errors.TransientError`). ``AWS_ENDPOINT_URL`` (and the per-service
-``AWS_ENDPOINT_URL_<SERVICE>``) is honoured, so the same code runs against moto or LocalStack.
+(:class:`~deployer.errors.TransientError`). Both share one deadline: inside the core's retry
+(:func:`deployer.retry.remaining_s`), botocore starts no retry once it is spent.
+``AWS_ENDPOINT_URL`` (and the per-service ``AWS_ENDPOINT_URL_<SERVICE>``) is honoured, so the same
+code runs against moto or LocalStack.
 Credentials come from boto3's standard chain; nothing here reads or stores them.
 """
 
@@ -21,6 +23,8 @@ try:
     from boto3.s3.transfer import TransferConfig
 except ImportError as exc:  # pragma: no cover - exercised only without boto3
     raise ImportError("the aws provider needs boto3: pip install mldeployer-aws") from exc
+
+from deployer import retry
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -111,11 +115,22 @@ class Clients:
                 if url:
                     kwargs["endpoint_url"] = url
                 c = self._get_session().client(service, **kwargs)
+                # as specific as botocore's own retry handler, and first (the emitter runs the most
+                # specific registrations first)
+                sid = c.meta.service_model.service_id.hyphenize()
+                c.meta.events.register_first(f"needs-retry.{sid}", _within_deadline)
                 self._clients[service] = c
             return c
 
     def account_id(self) -> str:
         return str(self.client("sts").get_caller_identity()["Account"])
+
+
+def _within_deadline(**_: Any) -> bool | None:
+    """``needs-retry`` handler, run before botocore's own: False (no retry) once the core's retry
+    deadline is spent; None lets botocore decide."""
+    left = retry.remaining_s()
+    return False if left is not None and left <= 0 else None
 
 
 def instance_types() -> frozenset[str]:

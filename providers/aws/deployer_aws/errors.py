@@ -1,8 +1,12 @@
 """botocore exceptions -> the deployer error tree, in one place, by error code.
 
-Most specific first. The message text of an AWS error is never parsed: SageMaker answers a
-missing resource with the generic ``ValidationException``, so "not found" is decided by the code
-*and* the operation (a ``Describe*`` / ``Delete*`` / ``List*`` call whose only input is a name).
+Most specific first, by code. SageMaker answers a missing resource with the generic
+``ValidationException`` (its Describe*/Delete* API pages list no ResourceNotFound error, only the
+common errors: https://docs.aws.amazon.com/sagemaker/latest/APIReference/CommonErrors.html), so
+"not found" is decided by the code *and* the operation: only a ``Describe*`` / ``Delete*`` call,
+whose only input is a name, turns it into :class:`NotFoundError`; on a Create/Update call it is a
+client-side error. The one message read is SageMaker's "Cannot update in-progress endpoint" on an
+update call: :class:`EndpointBusyError`, a conflict the core waits out (it is also transient).
 """
 
 from __future__ import annotations
@@ -105,8 +109,8 @@ CONFLICT_CODES = frozenset(
         "FailedResourceAccessException",
     }
 )
-# SageMaker reports a missing resource as ValidationException; only these operations (all keyed
-# by one name) turn it into NotFoundError. Create/Update calls keep it as a client-side error.
+# SageMaker reports a missing resource as ValidationException; only these operations (Describe and
+# Delete, keyed by one name) turn it into NotFoundError. Create/Update/Invoke keep it a client error.
 NOT_FOUND_VALIDATION_OPS = frozenset(
     {
         "DescribeEndpoint",
@@ -115,13 +119,15 @@ NOT_FOUND_VALIDATION_OPS = frozenset(
         "DeleteEndpoint",
         "DeleteEndpointConfig",
         "DeleteModel",
-        "UpdateEndpointWeightsAndCapacities",
-        "InvokeEndpoint",
-        "ListTags",
-        "AddTags",
-        "DeleteTags",
     }
 )
+BUSY_OPS = frozenset({"UpdateEndpoint", "UpdateEndpointWeightsAndCapacities", "DeleteEndpoint"})
+BUSY_MESSAGE = "Cannot update in-progress endpoint"
+
+
+class EndpointBusyError(ConflictError, TransientError):
+    """The endpoint is Creating/Updating: SageMaker takes one change at a time. A conflict that
+    passes (SageMaker finishes within minutes), so the core's retry waits it out inside its deadline."""
 
 
 def translate(exc: BaseException, operation: str | None = None) -> ProviderError:
@@ -146,6 +152,8 @@ def translate(exc: BaseException, operation: str | None = None) -> ProviderError
             return QuotaError(text, code=code, hint="request a quota increase in the Service Quotas console")
         if code in NOT_FOUND_CODES:
             return NotFoundError(text, code=code)
+        if code == "ValidationException" and op in BUSY_OPS and BUSY_MESSAGE in msg:
+            return EndpointBusyError(text, code=code, hint="wait for the endpoint to be InService")
         if code == "ValidationException" and op in NOT_FOUND_VALIDATION_OPS:
             return NotFoundError(text, code=code)
         if code in CONFLICT_CODES:
@@ -191,4 +199,4 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
-__all__ = ["aws_errors", "error_code", "translate"]
+__all__ = ["EndpointBusyError", "aws_errors", "error_code", "translate"]

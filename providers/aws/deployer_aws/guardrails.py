@@ -8,10 +8,12 @@ by ``provider_options.rollback_alarms``; SageMaker rolls back when any of them f
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from deployer.errors import SpecError
 from deployer.spec import MetricGate, Spec, Strategy
+from deployer_aws.errors import aws_errors
 
 MAX_WAIT_S = 3600
 MIN_TIMEOUT_S, MAX_TIMEOUT_S = 600, 28800
@@ -72,9 +74,14 @@ def alarm_name(endpoint: str, release: str, metric: str) -> str:
     return f"deployer-{endpoint}-{release}-{metric}"
 
 
-def gate_alarms(spec: Spec, endpoint: str, release: str) -> list[dict[str, Any]]:
-    """PutMetricAlarm bodies for the spec's metric gates that CloudWatch can judge."""
-    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": release}]
+def gate_alarms(spec: Spec, endpoint: str, release: str, variant: str) -> list[dict[str, Any]]:
+    """PutMetricAlarm bodies for the spec's metric gates that CloudWatch can judge.
+
+    Named after the release, they watch ``variant``: a guarded update keeps the old variant name
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html), so the
+    new release's metrics arrive under it.
+    """
+    dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]
     out: list[dict[str, Any]] = []
     for gate in spec.gates:
         if not isinstance(gate, MetricGate) or gate.max is None:
@@ -130,3 +137,15 @@ def gate_alarms(spec: Spec, endpoint: str, release: str) -> list[dict[str, Any]]
                 }
             )
     return out
+
+
+def delete_alarms(cw: Any, endpoint: str, release: str | None) -> None:
+    """Delete the gate alarms of ``release`` (of every release with None). Idempotent."""
+    prefix = alarm_name(endpoint, release, "") if release else f"deployer-{endpoint}-"
+    with aws_errors("DescribeAlarms"):
+        found = cw.describe_alarms(AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"])
+    pattern = re.compile(rf"deployer-{re.escape(endpoint)}-r\d{{4,}}-(p99|error-rate)")
+    names = [a["AlarmName"] for a in found.get("MetricAlarms", []) if pattern.fullmatch(a["AlarmName"])]
+    if names:
+        with aws_errors("DeleteAlarms"):
+            cw.delete_alarms(AlarmNames=names)

@@ -27,6 +27,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     # releases and endpoints (SageMaker); Create* with Tags also needs sagemaker:AddTags
     "sagemaker:CreateModel": ("sagemaker:CreateModel", "sagemaker:AddTags"),
     "sagemaker:DescribeModel": ("sagemaker:DescribeModel",),
+    "sagemaker:ListTags": ("sagemaker:ListTags",),
     "sagemaker:DeleteModel": ("sagemaker:DeleteModel",),
     "sagemaker:ListModels": ("sagemaker:ListModels",),
     "sagemaker:CreateEndpointConfig": ("sagemaker:CreateEndpointConfig", "sagemaker:AddTags"),
@@ -44,6 +45,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "application-autoscaling:PutScalingPolicy": ("application-autoscaling:PutScalingPolicy",),
     "application-autoscaling:DeregisterScalableTarget": ("application-autoscaling:DeregisterScalableTarget",),
     "application-autoscaling:DescribeScalableTargets": ("application-autoscaling:DescribeScalableTargets",),
+    "application-autoscaling:DescribeScalingPolicies": ("application-autoscaling:DescribeScalingPolicies",),
     # metrics and rollback alarms
     "cloudwatch:GetMetricData": ("cloudwatch:GetMetricData",),
     "cloudwatch:PutMetricAlarm": ("cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"),
@@ -57,6 +59,12 @@ EXTRA: dict[str, str] = {
     "cloudwatch:PutMetricAlarm": "target-tracking policies create their alarms as the caller",
     "cloudwatch:DeleteAlarms": "deregistering a scalable target deletes its policies' alarms",
 }
+
+
+KMS_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+"""With ``sse: aws:kms``: S3 asks KMS for a data key on every upload and decrypts it for multipart
+parts and downloads ("you must have permission to the kms:Decrypt and kms:GenerateDataKey actions":
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html)."""
 
 
 def _service(action: str) -> str:
@@ -74,12 +82,14 @@ def permissions(
     role_arn: str | None = None,
     region: str = "*",
     account: str = "*",
+    kms_key_arn: str | None = None,
 ) -> dict[str, Any]:
     """An IAM policy document (JSON-ready dict) for the aws provider.
 
     With ``bucket`` / ``role_arn`` the S3 and PassRole statements name those resources; SageMaker,
     Application Auto Scaling and CloudWatch actions are scoped to this account and region where the
-    service supports resource-level permissions.
+    service supports resource-level permissions. ``kms_key_arn`` (for ``sse: aws:kms``) adds the
+    KMS actions S3 needs on that key (:data:`KMS_ACTIONS`).
     """
     acts = actions()
     by_service: dict[str, list[str]] = {}
@@ -127,4 +137,16 @@ def permissions(
             "Condition": {"StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}},
         },
     ]
+    if kms_key_arn:
+        statements.append(
+            {
+                "Sid": "ArtifactEncryptionKey",
+                "Effect": "Allow",
+                "Action": list(KMS_ACTIONS),
+                "Resource": [kms_key_arn],
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}
+                if region != "*"
+                else {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}

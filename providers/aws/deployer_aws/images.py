@@ -1,8 +1,16 @@
 """Prebuilt SageMaker scikit-learn serving images and the inference bundle they run.
 
-The table is the ``inference`` registry of ``image_uri_config/sklearn.json`` in the SageMaker Python
-SDK (v2.257): the ECR account that hosts ``sagemaker-scikit-learn`` in each region. The image is
+The account table is the ``inference`` registry of ``image_uri_config/sklearn.json`` in the SageMaker
+Python SDK (``sagemaker-core/src/sagemaker/core/image_uri_config/sklearn.json``): the ECR account that
+hosts ``sagemaker-scikit-learn`` in each region, the same for every version. The image is
 ``{account}.dkr.ecr.{region}.{suffix}/sagemaker-scikit-learn:{version}-cpu-py3``.
+
+:data:`SKLEARN_CONTAINERS` lists the versions that registry offers with the Python, scikit-learn and
+numpy each image ships, read from the tagged ``requirements.txt`` / ``docker/<version>`` Dockerfiles of
+aws/sagemaker-scikit-learn-container (tags v0.23-1, v1.0-1, v1.2-1, v1.4-2-py312). A pickled
+scikit-learn model loads reliably only under the scikit-learn minor version that pickled it and a
+numpy of the same major version (numpy 2 pickles name ``numpy._core``, which numpy 1 lacks), so
+:func:`pick_sklearn` matches on those and on a Python no older than the model's.
 
 The container (aws/sagemaker-scikit-learn-container) unpacks ``ModelDataUrl`` into
 ``/opt/ml/model`` and imports the script named by ``SAGEMAKER_PROGRAM`` from the source bundle at
@@ -55,6 +63,14 @@ SKLEARN_ACCOUNTS: dict[str, str] = {
     "us-west-2": "246618743249",
 }
 
+SKLEARN_CONTAINERS: dict[str, dict[str, str]] = {
+    "1.4-2-py312": {"python": "3.12", "scikit-learn": "1.4.2", "numpy": "2.1.0"},
+    "1.2-1": {"python": "3.8.13", "scikit-learn": "1.2.1", "numpy": "1.24.1"},
+    "1.0-1": {"python": "3.8.13", "scikit-learn": "1.0.2", "numpy": "1.19.2"},
+    "0.23-1": {"python": "3.7.10", "scikit-learn": "0.23.2", "numpy": "1.19.2"},
+}
+"""Prebuilt scikit-learn serving images, newest first, with what each ships."""
+
 PROGRAM = "inference.py"
 BUNDLE = "sourcedir.tar.gz"
 
@@ -96,8 +112,40 @@ def predict_fn(data, model):
 
 
 def output_fn(prediction, accept):
-    return json.dumps({"predictions": np.asarray(prediction).tolist()}), "application/json"
+    body = {"predictions": np.asarray(prediction).tolist()}
+    if os.environ.get("DEPLOYER_RELEASE"):
+        body["release"] = os.environ["DEPLOYER_RELEASE"]
+    return json.dumps(body), "application/json"
 '''
+
+
+def _parts(version: str, n: int) -> tuple[int, ...]:
+    out: list[int] = []
+    for piece in version.split(".")[:n]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def can_load(container: str, runtime: dict[str, str]) -> bool:
+    """Whether the prebuilt ``container`` can unpickle a model made with ``runtime`` (manifest fields)."""
+    ships = SKLEARN_CONTAINERS.get(container)
+    if ships is None:
+        return False
+    if "scikit-learn" in runtime and _parts(runtime["scikit-learn"], 2) != _parts(ships["scikit-learn"], 2):
+        return False
+    if "numpy" in runtime and _parts(runtime["numpy"], 1) != _parts(ships["numpy"], 1):
+        return False
+    return "python" not in runtime or _parts(ships["python"], 2) >= _parts(runtime["python"], 2)
+
+
+def pick_sklearn(runtime: dict[str, str]) -> str | None:
+    """The newest prebuilt container that can load a model made with ``runtime``, or None."""
+    return next((v for v in SKLEARN_CONTAINERS if can_load(v, runtime)), None)
+
+
+def describe_runtime(runtime: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(runtime.items()))
 
 
 def sklearn_image(region: str, version: str) -> str | None:
@@ -124,11 +172,12 @@ def inference_bundle() -> tuple[bytes, str]:
     return blob, hashlib.sha256(blob).hexdigest()
 
 
-def sklearn_environment(bundle_uri: str, region: str) -> dict[str, str]:
-    """What the scikit-learn container needs to find and run the handler."""
+def sklearn_environment(bundle_uri: str, region: str, release: str) -> dict[str, str]:
+    """What the scikit-learn container needs to find and run the handler (and the release it serves)."""
     return {
         "SAGEMAKER_PROGRAM": PROGRAM,
         "SAGEMAKER_SUBMIT_DIRECTORY": bundle_uri,
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_REGION": region,
+        "DEPLOYER_RELEASE": release,
     }

@@ -61,7 +61,9 @@ def request(
     custom_namespace: str,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    end = now or dt.datetime.now(dt.UTC)
+    """One GetMetricData request ending at ``now`` floored to the minute (CloudWatch aggregates one-minute
+    datapoints on minute boundaries; an unaligned window would cut a minute in two)."""
+    end = (now or dt.datetime.now(dt.UTC)).replace(second=0, microsecond=0)
     period = period_for(window_s)
     return {
         "MetricDataQueries": queries(endpoint, release, period, custom, custom_namespace),

@@ -59,8 +59,10 @@ class AwsOptions(_Opt):
         None,
         description="Serving image for flavors other than 'sklearn' (the deployer serving image in ECR).",
     )
-    sklearn_version: Literal["1.2-1", "1.0-1", "0.23-1"] = Field(
-        "1.2-1", description="Version of the prebuilt SageMaker scikit-learn container."
+    sklearn_version: Literal["1.4-2-py312", "1.2-1", "1.0-1", "0.23-1"] | None = Field(
+        None,
+        description="Prebuilt SageMaker scikit-learn container; default: the newest one that can load the model "
+        "(its scikit-learn minor, numpy major and Python versions), else `plan` refuses.",
     )
     serverless: Serverless | None = None
     data_capture: DataCapture | None = None

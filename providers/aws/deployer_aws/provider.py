@@ -2,28 +2,36 @@
 
 Differences from the protocol worth knowing (the rest is as documented in deployer.protocols):
 
+* Every Model, EndpointConfig and Endpoint carries tags: ``deployer:endpoint``; models also
+  ``deployer:release``, ``deployer:fingerprint`` and ``deployer:artifact`` (the digest); configs
+  ``deployer:fingerprint:<variant>`` per variant. A model or config of the expected name with another
+  fingerprint is a :class:`ConflictError` (another ledger made it). ``observe`` reads the releases and
+  fingerprints from the serving config: one DescribeEndpoint, plus one DescribeEndpointConfig and one
+  ListTags the first time a config is seen (configs are immutable, so that is cached).
 * ``deploy_release`` / ``retire_release`` make a new EndpointConfig and call UpdateEndpoint; an
-  endpoint that is already updating answers :class:`ConflictError` (SageMaker allows one update at
-  a time) unless it is updating to exactly the requested config, which is then simply returned.
+  endpoint that is Creating or Updating answers :class:`EndpointBusyError` (a conflict the core waits
+  out) unless it is already going to a config that does what was asked, which is then resumed.
 * ``poll`` succeeds only when the endpoint is InService *on the expected EndpointConfig*: SageMaker
   rolls a failed update back silently, which is reported as ``failed`` with its FailureReason.
 * ``scale`` completes inside the call (Application Auto Scaling upserts); ``Operation.done`` is True.
 * Retiring the last release is refused (an endpoint needs one variant): destroy the endpoint instead.
+* ``metrics`` reads whole published minutes: the window ends ``metrics_delay_s`` before now, floored
+  to the minute.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import re
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from deployer.errors import CapabilityError, ConflictError, NotFoundError, SpecError, StorageError
+from deployer.errors import CapabilityError, ConflictError, NotFoundError
 from deployer.protocols import ProviderContext
 from deployer.records import (
-    Capabilities,
     Metrics,
     Observed,
     ObservedRelease,
@@ -35,17 +43,20 @@ from deployer.records import (
     Traffic,
 )
 from deployer.spec import Autoscaling, MetricGate, Spec
-from deployer_aws import _sdk, guardrails, images
+from deployer_aws import _sdk, guardrails, models, validation
 from deployer_aws import metrics as cw_metrics
-from deployer_aws.errors import aws_errors, error_code, translate
+from deployer_aws.capabilities import METRICS_DELAY_S, capabilities
+from deployer_aws.errors import EndpointBusyError, aws_errors, error_code, translate
 from deployer_aws.iam import permissions as iam_permissions
 from deployer_aws.options import AwsOptions
 from deployer_aws.sagemaker import (
     BUSY_STATES,
+    ENDPOINT_TAG,
     FAILED_STATES,
-    NAME_RE,
     EndpointView,
+    Layout,
     SageMaker,
+    Variant,
     carry_variant,
     config_extras,
     config_name,
@@ -54,12 +65,12 @@ from deployer_aws.sagemaker import (
     model_name,
     normalise_weights,
     variant_body,
+    variant_tag,
     verdict,
 )
 from deployer_aws.scaling import Scaling
 from deployer_aws.store import S3ArtifactStore
 
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _STATUS = {
     "Creating": "creating",
     "InService": "ready",
@@ -73,31 +84,16 @@ _STATUS = {
 }
 
 
-def capabilities(opts: AwsOptions) -> Capabilities:
-    unsupported = {
-        "scale_to_zero": "SageMaker real-time variants keep at least one instance; "
-        "scale to zero needs inference components, which deployer does not use"
-    }
-    if opts.serverless is not None:
-        unsupported["autoscaling"] = "serverless endpoints scale by concurrency (serverless.max_concurrency)"
-        unsupported["native_rollout"] = "SageMaker deployment guardrails do not support serverless endpoints"
-    return Capabilities(
-        traffic_split=True,
-        autoscaling=opts.serverless is None,
-        scale_to_zero=False,
-        metrics=True,
-        native_rollout=opts.serverless is None,
-        container_images=True,
-        unsupported=unsupported,
-    )
-
-
 def _options(raw: Any) -> AwsOptions:
     if isinstance(raw, AwsOptions):
         return raw
     if isinstance(raw, BaseModel):
         raw = raw.model_dump(exclude_unset=True)
     return AwsOptions.model_validate(raw or {})
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class AwsProvider:
@@ -117,85 +113,12 @@ class AwsProvider:
         self._scaling = Scaling(self._clients)
         self._store: S3ArtifactStore | None = None
         self._custom_metrics: set[str] = set()
+        self.utcnow: Callable[[], dt.datetime] = _utcnow
+        """Wall clock for metric windows (tests inject the clock their fake CloudWatch publishes on)."""
 
     # -- offline ------------------------------------------------------------------------------
     def validate(self, spec: Spec) -> None:
-        try:
-            opts = AwsOptions.model_validate(spec.provider_options)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            loc = ".".join(str(p) for p in e["loc"])
-            raise SpecError(
-                f"provider_options.{loc}" if loc else "provider_options",
-                e["msg"],
-                fix="see the options table in docs/providers/aws.md",
-            ) from exc
-        region = spec.target.region
-        if not region or not REGION_RE.fullmatch(region):
-            raise SpecError("target.region", f"an AWS region is needed, got {region!r}", fix="e.g. region: us-east-1")
-        if not opts.bucket:
-            raise SpecError("provider_options.bucket", "no S3 bucket for artifacts", fix="set provider_options.bucket")
-        if not opts.role_arn:
-            raise SpecError(
-                "provider_options.role_arn",
-                "SageMaker needs an execution role",
-                fix="set provider_options.role_arn to a role SageMaker can assume (see docs)",
-            )
-        longest = model_name(spec.name, "r999999")
-        if not NAME_RE.fullmatch(spec.name) or len(longest) > 63:
-            raise SpecError(
-                "name",
-                "SageMaker names are at most 63 letters, digits and hyphens",
-                fix="shorten the endpoint name",
-            )
-        for k in {**spec.tags, **opts.tags}:
-            if k.lower().startswith("aws:"):
-                raise SpecError("tags", f"tag key {k!r} uses the reserved prefix 'aws:'")
-        flavor = spec.model.flavor
-        if flavor == "sklearn" and not opts.image:
-            if images.sklearn_image(region, opts.sklearn_version) is None:
-                raise SpecError(
-                    "target.region",
-                    f"no prebuilt scikit-learn image is known for {region}",
-                    fix="set provider_options.image to a serving image in your ECR",
-                )
-            if opts.network_isolation:
-                raise SpecError(
-                    "provider_options.network_isolation",
-                    "the scikit-learn container downloads its handler from S3, which isolation blocks",
-                    fix="set provider_options.image to an image with the handler built in",
-                )
-        if flavor in ("onnx", "python") and not opts.image:
-            raise SpecError(
-                "provider_options.image",
-                f"flavor {flavor!r} needs a serving image on SageMaker",
-                fix="push the deployer serving image to ECR and set provider_options.image",
-            )
-        if opts.serverless is not None:
-            if spec.resources.instance_type:
-                raise SpecError(
-                    "resources.instance_type",
-                    "serverless endpoints take no instance type",
-                    fix="remove resources.instance_type or provider_options.serverless",
-                )
-            if spec.autoscaling is not None:
-                raise CapabilityError(f"autoscaling: {capabilities(opts).reason('autoscaling')}")
-        else:
-            itype = spec.resources.instance_type
-            if itype is not None and itype not in _sdk.instance_types():
-                raise SpecError(
-                    "resources.instance_type",
-                    f"{itype!r} is not a SageMaker hosting instance type",
-                    fix="use an ml.* type such as ml.m5.large",
-                )
-        if spec.autoscaling is not None and (spec.autoscaling.scale_to_zero or spec.autoscaling.min == 0):
-            raise CapabilityError(f"scale_to_zero: {capabilities(opts).reason('scale_to_zero')}")
-        if spec.strategy.native:
-            if opts.serverless is not None:
-                raise CapabilityError(f"native rollout: {capabilities(opts).reason('native_rollout')}")
-            guardrails.check(spec.strategy)
-        if opts.data_capture is not None and opts.serverless is not None:
-            raise SpecError("provider_options.data_capture", "serverless endpoints do not support data capture")
+        validation.validate(spec, capabilities(validation.options(spec)))
         self._custom_metrics |= {g.custom_metric for g in spec.gates if isinstance(g, MetricGate) and g.custom_metric}
 
     def store(self) -> S3ArtifactStore:
@@ -205,27 +128,30 @@ class AwsProvider:
 
     # -- reads --------------------------------------------------------------------------------
     def observe(self, endpoint: str) -> Observed | None:
-        """One DescribeEndpoint (fingerprints live in the ledger, not here)."""
+        """One DescribeEndpoint (+ the serving config's layout the first time it is seen)."""
         view = self._sm.describe_endpoint(endpoint)
         if view is None:
             return None
         status = _STATUS.get(view.status, "updating")
-        releases = {
-            v["VariantName"]: ObservedRelease(
-                id=v["VariantName"],
+        layout = self._layout(view)
+        releases: dict[str, ObservedRelease] = {}
+        for v in view.variants:
+            known = layout.variants.get(v["VariantName"])
+            rid = known.release if known else v["VariantName"]
+            releases[rid] = ObservedRelease(
+                id=rid,
                 status="ready" if status == "ready" else status,
                 replicas=int(v.get("CurrentInstanceCount") or 0),
+                fingerprint=known.fingerprint if known else None,
                 message=view.failure if status == "failed" else None,
             )
-            for v in view.variants
-        }
         region = self._clients.region
         return Observed(
             endpoint=endpoint,
             status=status,
             url=f"https://runtime.sagemaker.{region}.amazonaws.com/endpoints/{endpoint}/invocations",
             releases=releases,
-            traffic=Traffic(weights=view.weights()),
+            traffic=Traffic(weights=_by_release(layout, view.weights())),
             replicas=sum(r.replicas for r in releases.values()),
             meta={
                 "arn": view.arn,
@@ -236,7 +162,7 @@ class AwsProvider:
         )
 
     def poll(self, op: Operation) -> OperationStatus:
-        """One DescribeEndpoint; never sleeps."""
+        """One DescribeEndpoint; never sleeps. A finished native rollout hands autoscaling back."""
         if op.done:
             return OperationStatus(state="succeeded", progress=1.0)
         view = self._sm.describe_endpoint(op.endpoint)
@@ -254,12 +180,21 @@ class AwsProvider:
             if view.weights() == want and _desired(view) == want:
                 return status
             return OperationStatus(state="running", message=f"weights {view.weights()} -> {want}")
-        return verdict(view, op.ref.get("endpoint_config"))
+        status = verdict(view, op.ref.get("endpoint_config"))
+        if op.kind == "native_rollout" and status.terminal and op.ref.get("variant"):
+            self._hand_back_scaling(op, succeeded=status.state == "succeeded")
+        return status
 
     def metrics(self, endpoint: str, release: str, window_s: float) -> Metrics:
-        """One GetMetricData call for every metric of the variant."""
+        """One GetMetricData call for every metric of the variant serving ``release``.
+
+        The window covers whole published minutes: it ends ``metrics_delay_s`` before now, floored to
+        the minute, and spans ``window_s`` rounded up to minutes.
+        """
         custom = sorted(self._custom_metrics | set(self.options.custom_metrics))
-        req = cw_metrics.request(endpoint, release, window_s, custom, self.options.metrics_namespace)
+        variant = self._variant_or_none(endpoint, release) or release
+        now = self.utcnow() - dt.timedelta(seconds=METRICS_DELAY_S)
+        req = cw_metrics.request(endpoint, variant, window_s, custom, self.options.metrics_namespace, now=now)
         with aws_errors("GetMetricData"):
             resp = self._clients.client("cloudwatch").get_metric_data(**req)
         return cw_metrics.parse(resp.get("MetricDataResults", []), release, window_s, custom)
@@ -273,7 +208,7 @@ class AwsProvider:
             "Accept": "application/json",
         }
         if release:
-            kwargs["TargetVariant"] = release
+            kwargs["TargetVariant"] = self._variant_or_none(endpoint, release) or release
         start = time.perf_counter()
         try:
             resp = self._clients.client("sagemaker-runtime").invoke_endpoint(**kwargs)
@@ -294,10 +229,13 @@ class AwsProvider:
             parsed: Any = json.loads(raw)
         except ValueError:
             parsed = raw.decode("utf-8", "replace")
+        served = resp.get("InvokedProductionVariant")
+        if isinstance(parsed, dict) and parsed.get("release"):
+            served = parsed["release"]  # the container says which release it is
         return Response(
             status=200,
             body=parsed,
-            release=resp.get("InvokedProductionVariant") or release,
+            release=served or release,
             latency_ms=(time.perf_counter() - start) * 1000,
         )
 
@@ -308,107 +246,158 @@ class AwsProvider:
         ep = release.endpoint
         view = self._sm.describe_endpoint(ep)
         if view is None:
-            variants = [variant_body(release, 100, opts)]
-            return self._create(release, variants, opts, "deploy_release")
-        if release.id in view.variant_names and view.status not in BUSY_STATES | FAILED_STATES:
-            return self._op("deploy_release", ep, release.id, {"endpoint_config": view.config}, done=True)
-        pending = self._check_busy(view, release.id, want_present=True)
+            new = Variant(release.id, release.id, release.fingerprint, variant_body(release, 100, opts))
+            return self._create(release, [new], opts, "deploy_release")
+        layout = self._layout(view)
+        have = layout.by_release().get(release.id)
+        if have is not None:
+            models.check_variant(ep, have, release)
+            if view.status not in BUSY_STATES | FAILED_STATES:
+                return self._op("deploy_release", ep, release.id, {"endpoint_config": view.config}, done=True)
+        pending = self._check_busy(view, release, want_present=True)
         if pending is not None:
             return self._op("deploy_release", ep, release.id, {"endpoint_config": pending})
-        current = self._config_variants(view.config)
-        weights = dict(traffic.weights) if traffic.weights else view.weights()
-        if not any(weights.get(v["VariantName"], 0) for v in current):
+        weights = dict(traffic.weights) if traffic.weights else _by_release(layout, view.weights())
+        if not any(weights.get(v.release, 0) for v in layout.variants.values()):
             weights = {release.id: 100}
-        variants = [carry_variant(v, weights.get(v["VariantName"], 0)) for v in current]
-        variants.append(variant_body(release, weights.get(release.id, 0), opts))
+        variants = [
+            Variant(v.name, v.release, v.fingerprint, carry_variant(v.body, weights.get(v.release, 0)))
+            for v in layout.variants.values()
+        ]
+        variants.append(
+            Variant(
+                release.id, release.id, release.fingerprint, variant_body(release, weights.get(release.id, 0), opts)
+            )
+        )
         return self._update(ep, release.id, variants, opts, "deploy_release")
 
     def rollout_native(self, release: Release, baseline: str | None, spec: Spec) -> Operation:
-        """Blue/green UpdateEndpoint with SageMaker's traffic shifting and alarm-driven auto-rollback."""
+        """A guarded (blue/green) UpdateEndpoint with SageMaker's traffic shifting and alarm-driven
+        auto-rollback, as the deployment guardrails pages require it:
+
+        * the new config keeps the old variant name ("your new endpoint configuration must have the same
+          variant name as the old endpoint configuration":
+          https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html), so the
+          release is read from the variant's model, never from its name;
+        * the gate alarms watch that variant;
+        * an autoscaled variant is deregistered as a scalable target first (SageMaker refuses the update
+          otherwise: https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-update-endpoint.html)
+          and :meth:`poll` registers it again when the rollout ends: the new release's autoscaling after a
+          promotion, the old target and policies after a rollback.
+        """
         opts = self._opts(release)
         self._ensure_model(release, opts)
         ep = release.endpoint
-        variants = [variant_body(release, 1, opts)]
         view = self._sm.describe_endpoint(ep)
         if view is None:
-            return self._create(release, variants, opts, "native_rollout")
-        cfg = config_name(ep, variants, config_extras(opts))
+            new = Variant(release.id, release.id, release.fingerprint, variant_body(release, 1, opts))
+            return self._create(release, [new], opts, "native_rollout")
+        layout = self._layout(view)
+        have = layout.by_release().get(release.id)
+        if have is not None:
+            models.check_variant(ep, have, release)
+        if len(layout.variants) != 1:
+            raise ConflictError(
+                f"a native rollout replaces the single variant of {ep}, which serves {sorted(layout.by_release())}",
+                hint="route all traffic to one release and retire the others, or set strategy.native: false",
+            )
+        variant = next(iter(layout.variants))
+        new = Variant(variant, release.id, release.fingerprint, variant_body(release, 1, opts, variant=variant))
+        extra = config_extras(opts)
+        cfg = config_name(ep, [new.body], extra, {variant: release.fingerprint})
         if view.config == cfg and view.status not in BUSY_STATES:
             return self._op("native_rollout", ep, release.id, {"endpoint_config": cfg}, done=True)
         if view.status in BUSY_STATES:
             if cfg in (view.pending_config, view.config):
                 return self._op("native_rollout", ep, release.id, {"endpoint_config": cfg})
-            raise ConflictError(
-                f"endpoint {ep} is {view.status}; one update at a time",
-                hint="wait for the running operation, then retry",
-            )
+            raise EndpointBusyError(f"endpoint {ep} is {view.status}; one update at a time", hint="wait and retry")
+        saved = self._scaling.snapshot(ep, variant)
+        if saved is not None:
+            self._scaling.remove(ep, [variant])
         alarms = list(opts.rollback_alarms)
         cw = self._clients.client("cloudwatch")
-        for body in guardrails.gate_alarms(spec, ep, release.id):
+        for body in guardrails.gate_alarms(spec, ep, release.id, variant):
             with aws_errors("PutMetricAlarm"):
                 cw.put_metric_alarm(**body, Tags=[{"Key": k, "Value": v} for k, v in sorted(opts.tags.items())])
             alarms.append(body["AlarmName"])
-        self._sm.ensure_config(cfg, variants, config_extras(opts), self._tags(release, opts))
+        self._sm.ensure_config(cfg, [new.body], extra, self._config_tags(ep, [new], opts))
         self._sm.update_endpoint(ep, cfg, deployment=guardrails.deployment_config(spec.strategy, alarms))
-        return self._op(
-            "native_rollout",
-            ep,
-            release.id,
-            {"endpoint_config": cfg, "baseline": baseline or "", "alarms": ",".join(alarms)},
-        )
+        auto = release.autoscaling or spec.autoscaling
+        ref = {
+            "endpoint_config": cfg,
+            "baseline": baseline or "",
+            "alarms": ",".join(alarms),
+            "variant": variant,
+            "restore": json.dumps(saved) if saved else "",
+            "autoscaling": auto.model_dump_json() if auto else "",
+        }
+        return self._op("native_rollout", ep, release.id, ref)
 
     def route(self, endpoint: str, traffic: Traffic) -> Operation:
+        if traffic.mirror:
+            raise CapabilityError(f"shadow traffic: {self.capabilities.reason('shadow')}")
         if not traffic.weights:
             raise ConflictError("route needs weights that sum to 100")
         view = self._require(endpoint)
-        if view.status in BUSY_STATES | FAILED_STATES:
-            raise ConflictError(f"endpoint {endpoint} is {view.status}", hint="wait for it to be InService")
-        missing = sorted(set(traffic.weights) - set(view.variant_names))
+        if view.status in BUSY_STATES:
+            raise EndpointBusyError(f"endpoint {endpoint} is {view.status}", hint="wait for it to be InService")
+        if view.status in FAILED_STATES:
+            raise ConflictError(f"endpoint {endpoint} is {view.status}", hint="destroy and deploy it again")
+        layout = self._layout(view)
+        served = layout.by_release()
+        missing = sorted(set(traffic.weights) - set(served))
         if missing:
             raise NotFoundError(
                 f"releases {missing} are not on endpoint {endpoint}",
                 hint="deploy them before routing traffic to them",
             )
-        want = {k: v for k, v in traffic.weights.items() if v}
-        ref = {"weights": json.dumps(dict(sorted(traffic.weights.items())))}
+        want = {served[r].name: w for r, w in traffic.weights.items() if w}
+        ref = {"weights": json.dumps(dict(sorted(want.items())))}
         if view.weights() == want and _desired(view) == want:
             return self._op("route", endpoint, None, ref, done=True)
-        self._sm.set_weights(endpoint, {v: traffic.weights.get(v, 0) for v in view.variant_names})
+        self._sm.set_weights(endpoint, {v: want.get(v, 0) for v in view.variant_names})
         return self._op("route", endpoint, None, ref)
 
     def scale(self, endpoint: str, release: str, autoscaling: Autoscaling) -> Operation:
         if not self.capabilities.autoscaling:
             raise CapabilityError(f"autoscaling: {self.capabilities.reason('autoscaling')}")
-        view = self._require(endpoint)
-        if release not in view.variant_names:
+        variant = self._variant_or_none(endpoint, release)
+        if variant is None:
             raise NotFoundError(f"release {release} is not on endpoint {endpoint}")
-        self._scaling.apply(endpoint, release, autoscaling, self.options.metrics_namespace)
+        self._scaling.apply(endpoint, variant, autoscaling, self.options.metrics_namespace)
         return self._op(
-            "scale", endpoint, release, {"resource_id": f"endpoint/{endpoint}/variant/{release}"}, done=True
+            "scale", endpoint, release, {"resource_id": f"endpoint/{endpoint}/variant/{variant}"}, done=True
         )
 
     def retire_release(self, endpoint: str, release: str) -> Operation:
+        """Idempotent: a release that is not on the endpoint (a failed candidate SageMaker already rolled
+        back, or one retired before) only loses its leftover scaling target and alarms."""
         view = self._sm.describe_endpoint(endpoint)
-        if view is None or (release not in view.variant_names and view.status not in BUSY_STATES):
-            self._scaling.remove(endpoint, [release])
+        layout = self._layout(view) if view is not None else None
+        variant = layout.variant_of(release) if layout is not None else None
+        if view is None or layout is None or (variant is None and view.status not in BUSY_STATES):
+            if view is None or release not in (view.variant_names if view else []):
+                self._scaling.remove(endpoint, [release])
+            self._delete_alarms(endpoint, release)
             return self._op("retire_release", endpoint, release, {}, done=True)
-        pending = self._check_busy(view, release, want_present=False)
+        pending = self._check_busy(view, None, want_present=False, release_id=release)
         if pending is not None:
             return self._op("retire_release", endpoint, release, {"endpoint_config": pending})
-        if view.variant_names == [release]:
+        assert variant is not None
+        if len(layout.variants) == 1:
             raise ConflictError(f"{release} is the last release of {endpoint}", hint="destroy the endpoint instead")
         weights = view.weights()
-        if weights.get(release, 0) > 0:
+        if weights.get(variant, 0) > 0:
             raise ConflictError(
-                f"{release} still carries {weights[release]}% of traffic",
+                f"{release} still carries {weights[variant]}% of traffic",
                 hint="route its traffic to another release first",
             )
-        self._scaling.remove(endpoint, [release])
+        self._scaling.remove(endpoint, [variant])
         self._delete_alarms(endpoint, release)
         variants = [
-            carry_variant(v, weights.get(v["VariantName"], 0))
-            for v in self._config_variants(view.config)
-            if v["VariantName"] != release
+            Variant(v.name, v.release, v.fingerprint, carry_variant(v.body, weights.get(v.name, 0)))
+            for v in layout.variants.values()
+            if v.name != variant
         ]
         return self._update(endpoint, release, variants, self.options, "retire_release")
 
@@ -437,14 +426,24 @@ class AwsProvider:
     ) -> Operation:
         return Operation(kind=kind, provider=self.name, endpoint=endpoint, release=release, ref=ref, done=done)
 
-    def _tags(self, release: Release, opts: AwsOptions) -> dict[str, str]:
-        return {
-            **opts.tags,
-            **release.tags,
-            "deployer:endpoint": release.endpoint,
-            "deployer:release": release.id,
-            "deployer:fingerprint": release.fingerprint,
-        }
+    def _layout(self, view: EndpointView) -> Layout:
+        """What the endpoint's current config serves (an endpoint without a readable config: its variants)."""
+        try:
+            return self._sm.layout(view.name, view.config)
+        except NotFoundError:
+            bodies = {
+                v["VariantName"]: Variant(v["VariantName"], v["VariantName"], None, dict(v)) for v in view.variants
+            }
+            return Layout(config=view.config, variants=bodies)
+
+    def _variant_or_none(self, endpoint: str, release: str) -> str | None:
+        view = self._sm.describe_endpoint(endpoint)
+        return self._layout(view).variant_of(release) if view is not None else None
+
+    def _config_tags(self, endpoint: str, variants: list[Variant], opts: AwsOptions) -> dict[str, str]:
+        tags = {**opts.tags, ENDPOINT_TAG: endpoint}
+        tags.update({variant_tag(v.name): v.fingerprint for v in variants if v.fingerprint})
+        return tags
 
     def _require(self, endpoint: str) -> EndpointView:
         view = self._sm.describe_endpoint(endpoint)
@@ -452,14 +451,11 @@ class AwsProvider:
             raise NotFoundError(f"endpoint {endpoint} does not exist in {self._clients.region}")
         return view
 
-    def _config_variants(self, name: str) -> list[dict[str, Any]]:
-        cfg = self._sm.describe_config(name)
-        if cfg is None:
-            raise NotFoundError(f"endpoint config {name} is gone", hint="destroy and deploy the endpoint again")
-        return list(cfg["ProductionVariants"])
-
-    def _check_busy(self, view: EndpointView, release: str, want_present: bool) -> str | None:
-        """For a busy endpoint: the pending config when it already does what we want, else ConflictError."""
+    def _check_busy(
+        self, view: EndpointView, release: Release | None, want_present: bool, release_id: str | None = None
+    ) -> str | None:
+        """For a busy endpoint: the config it is going to when that already does what we want
+        (a crash or a lost response during Creating/Updating resumes), else EndpointBusyError."""
         if view.status in FAILED_STATES:
             raise ConflictError(
                 f"endpoint {view.name} is {view.status}: {view.failure or ''}",
@@ -467,79 +463,63 @@ class AwsProvider:
             )
         if view.status not in BUSY_STATES:
             return None
-        target = view.pending_config
+        rid = release.id if release is not None else release_id
+        target = view.pending_config or (view.config if view.status == "Creating" else None)
         if target:
-            cfg = self._sm.describe_config(target)
-            names = {v["VariantName"] for v in (cfg or {}).get("ProductionVariants", [])}
-            if (release in names) == want_present:
+            layout = self._sm.layout(view.name, target)
+            have = layout.by_release().get(rid or "")
+            if release is not None and have is not None:
+                models.check_variant(view.name, have, release)
+            if (have is not None) == want_present:
                 return target
-        raise ConflictError(
+        raise EndpointBusyError(
             f"endpoint {view.name} is {view.status}; SageMaker allows one update at a time",
             hint="wait for the running operation, then retry",
         )
 
-    def _create(
-        self, release: Release, variants: list[dict[str, Any]], opts: AwsOptions, kind: OperationKind
-    ) -> Operation:
+    def _create(self, release: Release, variants: list[Variant], opts: AwsOptions, kind: OperationKind) -> Operation:
         extra = config_extras(opts)
-        cfg = config_name(release.endpoint, variants, extra)
-        tags = self._tags(release, opts)
-        self._sm.ensure_config(cfg, variants, extra, tags)
-        self._sm.create_endpoint(release.endpoint, cfg, {**opts.tags, "deployer:endpoint": release.endpoint})
+        bodies = [v.body for v in variants]
+        cfg = config_name(release.endpoint, bodies, extra, {v.name: v.fingerprint or "" for v in variants})
+        self._sm.ensure_config(cfg, bodies, extra, self._config_tags(release.endpoint, variants, opts))
+        self._sm.create_endpoint(release.endpoint, cfg, {**opts.tags, ENDPOINT_TAG: release.endpoint})
         return self._op(kind, release.endpoint, release.id, {"endpoint_config": cfg})
 
     def _update(
-        self,
-        endpoint: str,
-        release: str,
-        variants: list[dict[str, Any]],
-        opts: AwsOptions,
-        kind: OperationKind,
+        self, endpoint: str, release: str, variants: list[Variant], opts: AwsOptions, kind: OperationKind
     ) -> Operation:
         extra = config_extras(opts)
-        cfg = config_name(endpoint, variants, extra)
-        self._sm.ensure_config(cfg, variants, extra, {**opts.tags, "deployer:endpoint": endpoint})
+        bodies = [v.body for v in variants]
+        cfg = config_name(endpoint, bodies, extra, {v.name: v.fingerprint or "" for v in variants})
+        self._sm.ensure_config(cfg, bodies, extra, self._config_tags(endpoint, variants, opts))
         self._sm.update_endpoint(endpoint, cfg)
         return self._op(kind, endpoint, release, {"endpoint_config": cfg})
 
+    def _hand_back_scaling(self, op: Operation, succeeded: bool) -> None:
+        variant = op.ref["variant"]
+        if succeeded and op.ref.get("autoscaling"):
+            auto = Autoscaling.model_validate_json(op.ref["autoscaling"])
+            self._scaling.apply(op.endpoint, variant, auto, self.options.metrics_namespace)
+        elif not succeeded and op.ref.get("restore"):
+            self._scaling.restore(op.endpoint, variant, json.loads(op.ref["restore"]))
+
     def _ensure_model(self, release: Release, opts: AwsOptions) -> None:
-        """CreateModel for the release unless it exists (one DescribeModel when it does)."""
+        """CreateModel for the release unless it exists; an existing one must carry its fingerprint
+        (DescribeModel + ListTags when it does)."""
         name = model_name(release.endpoint, release.id)
-        if self._sm.model_exists(name):
+        found = self._sm.model_tags(name)
+        if found is not None:
+            models.check_model(name, found, release)
             return
-        region = self._clients.region
-        container: dict[str, Any] = {}
-        if release.flavor == "container":
-            container["Image"] = release.image
-            if release.artifact is not None:
-                container["ModelDataUrl"] = release.artifact.uri
-        else:
-            if release.artifact is None:
-                raise StorageError(f"release {release.id} has no artifact", hint="upload the model first")
-            container["ModelDataUrl"] = release.artifact.uri
-            if release.flavor == "sklearn" and not opts.image:
-                container["Image"] = images.sklearn_image(region, opts.sklearn_version)
-                blob, digest = images.inference_bundle()
-                ref = self.store().put_bytes(blob, digest, images.BUNDLE)
-                container["Environment"] = images.sklearn_environment(ref.uri, region)
-            else:
-                container["Image"] = opts.image or release.image
-                env: dict[str, str] = {"DEPLOYER_FLAVOR": release.flavor}
-                if release.entrypoint:
-                    env["DEPLOYER_ENTRYPOINT"] = release.entrypoint
-                container["Environment"] = env
-        self._sm.create_model(name, container, opts, self._tags(release, opts))
+        container = models.container(release, opts, self._clients.region, self.store)
+        self._sm.create_model(name, container, opts, models.tags(release, opts))
 
     def _delete_alarms(self, endpoint: str, release: str | None) -> None:
-        cw = self._clients.client("cloudwatch")
-        prefix = guardrails.alarm_name(endpoint, release, "") if release else f"deployer-{endpoint}-"
-        with aws_errors("DescribeAlarms"):
-            found = cw.describe_alarms(AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"])
-        pattern = re.compile(rf"deployer-{re.escape(endpoint)}-r\d{{4,}}-(p99|error-rate)")
-        names = [a["AlarmName"] for a in found.get("MetricAlarms", []) if pattern.fullmatch(a["AlarmName"])]
-        if names:
-            with aws_errors("DeleteAlarms"):
-                cw.delete_alarms(AlarmNames=names)
+        guardrails.delete_alarms(self._clients.client("cloudwatch"), endpoint, release)
+
+
+def _by_release(layout: Layout, weights: dict[str, int]) -> dict[str, int]:
+    return {layout.release_of(variant): w for variant, w in weights.items()}
 
 
 def _desired(view: EndpointView) -> dict[str, int]:

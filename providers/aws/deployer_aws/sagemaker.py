@@ -1,9 +1,12 @@
 """SageMaker names, request bodies, status sets and the few calls the provider makes.
 
-Mapping: a *release* is a SageMaker Model ``{endpoint}-{release}`` served by a production variant
-named after the release id. An EndpointConfig holds one variant per live release; every change
-of the release set makes a new config (configs are immutable) named from the endpoint, the
-release ids and a hash of its content, so re-sending the same change finds the same config.
+Mapping: a *release* is a SageMaker Model ``{endpoint}-{release}`` served by a production variant.
+The variant is named after the release id, except after a native (deployment guardrails) rollout,
+which keeps the old variant name as AWS requires: so the release a variant serves is read from its
+model name, and its fingerprint from the EndpointConfig's tags (``deployer:fingerprint:<variant>``),
+never from the variant name. An EndpointConfig holds one variant per live release; every change of
+the release set makes a new config (configs are immutable) named from the endpoint, the release ids
+and a hash of its content and fingerprints, so re-sending the same change finds the same config.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.errors import NotFoundError
+from deployer.errors import ConflictError, NotFoundError
 from deployer.records import OperationStatus, Release
 from deployer_aws import _sdk
 from deployer_aws.errors import aws_errors
@@ -32,15 +35,38 @@ BUSY_STATES = RUNNING_STATES
 """An endpoint in these states refuses UpdateEndpoint; the provider answers ConflictError."""
 
 
+FINGERPRINT_TAG = "deployer:fingerprint"
+ARTIFACT_TAG = "deployer:artifact"
+RELEASE_TAG = "deployer:release"
+ENDPOINT_TAG = "deployer:endpoint"
+
+
 def model_name(endpoint: str, release: str) -> str:
     return f"{endpoint}-{release}"
 
 
-def config_name(endpoint: str, variants: list[dict[str, Any]], extra: dict[str, Any]) -> str:
-    """``{endpoint}-{r0001-r0002}-{hash8}``; ``{endpoint}-n{count}-{hash8}`` when that is too long."""
-    body = json.dumps({"variants": variants, "extra": extra}, sort_keys=True, default=str)
+def release_of_model(endpoint: str, model: str) -> str | None:
+    """The release id a model name ``{endpoint}-{release}`` encodes (None for a foreign model)."""
+    m = re.fullmatch(rf"{re.escape(endpoint)}-(r\d{{4,}})", model)
+    return m.group(1) if m else None
+
+
+def variant_tag(variant: str) -> str:
+    """The EndpointConfig tag key holding the fingerprint of the release ``variant`` serves."""
+    return f"{FINGERPRINT_TAG}:{variant}"
+
+
+def config_name(
+    endpoint: str, variants: list[dict[str, Any]], extra: dict[str, Any], fingerprints: dict[str, str]
+) -> str:
+    """``{endpoint}-{r0001-r0002}-{hash8}``; ``{endpoint}-n{count}-{hash8}`` when that is too long.
+
+    The ids are the releases the variants serve; the hash covers the body and the fingerprints
+    (variant -> fingerprint), so two ledgers' releases of the same id never share a config.
+    """
+    body = json.dumps({"variants": variants, "extra": extra, "fp": fingerprints}, sort_keys=True, default=str)
     digest = hashlib.sha256(body.encode()).hexdigest()[:8]
-    ids = [v["VariantName"] for v in variants]
+    ids = [release_of_model(endpoint, v["ModelName"]) or v["VariantName"] for v in variants]
     name = f"{endpoint}-{'-'.join(ids)}-{digest}"
     if len(name) > NAME_MAX:
         name = f"{endpoint}-n{len(ids)}-{digest}"
@@ -65,10 +91,10 @@ def initial_count(release: Release) -> int:
     return release.resources.replicas
 
 
-def variant_body(release: Release, weight: float, opts: AwsOptions) -> dict[str, Any]:
-    """One ProductionVariant for ``release``."""
+def variant_body(release: Release, weight: float, opts: AwsOptions, variant: str | None = None) -> dict[str, Any]:
+    """One ProductionVariant for ``release`` (named ``variant``, by default the release id)."""
     v: dict[str, Any] = {
-        "VariantName": release.id,
+        "VariantName": variant or release.id,
         "ModelName": model_name(release.endpoint, release.id),
         "InitialVariantWeight": float(weight),
     }
@@ -131,6 +157,38 @@ def normalise_weights(variants: list[dict[str, Any]], key: str = "CurrentWeight"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One production variant of an EndpointConfig and the release it serves."""
+
+    name: str
+    release: str
+    fingerprint: str | None
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What an EndpointConfig serves: variant name -> :class:`Variant` (read from the config and its tags)."""
+
+    config: str
+    variants: dict[str, Variant]
+
+    def variant_of(self, release: str) -> str | None:
+        return next((v.name for v in self.variants.values() if v.release == release), None)
+
+    def release_of(self, variant: str) -> str:
+        found = self.variants.get(variant)
+        return found.release if found else variant
+
+    def by_release(self) -> dict[str, Variant]:
+        return {v.release: v for v in self.variants.values()}
+
+    def fingerprint(self, release: str) -> str | None:
+        found = self.by_release().get(release)
+        return found.fingerprint if found else None
+
+
+@dataclass(frozen=True)
 class EndpointView:
     """The parts of DescribeEndpoint the provider reasons about."""
 
@@ -189,6 +247,7 @@ class SageMaker:
 
     def __init__(self, clients: _sdk.Clients) -> None:
         self._clients = clients
+        self._layouts: dict[str, Layout] = {}
 
     @property
     def sm(self) -> Any:
@@ -208,13 +267,41 @@ class SageMaker:
         except NotFoundError:
             return None
 
-    def model_exists(self, name: str) -> bool:
+    def model_tags(self, name: str) -> dict[str, str] | None:
+        """The tags of model ``name`` (DescribeModel + ListTags), or None when there is no such model."""
         try:
             with aws_errors("DescribeModel"):
-                self.sm.describe_model(ModelName=name)
-            return True
+                arn = self.sm.describe_model(ModelName=name)["ModelArn"]
         except NotFoundError:
-            return False
+            return None
+        return self.tags(arn)
+
+    def tags(self, arn: str) -> dict[str, str]:
+        with aws_errors("ListTags"):
+            page = self.sm.list_tags(ResourceArn=arn, MaxResults=100)
+        return {t["Key"]: t["Value"] for t in page.get("Tags", [])}
+
+    def layout(self, endpoint: str, config: str) -> Layout:
+        """What ``config`` serves: one DescribeEndpointConfig + one ListTags, cached (configs are immutable)."""
+        found = self._layouts.get(config)
+        if found is not None:
+            return found
+        body = self.describe_config(config)
+        if body is None:
+            raise NotFoundError(f"endpoint config {config} is gone", hint="destroy and deploy the endpoint again")
+        tags = self.tags(body["EndpointConfigArn"])
+        variants = {
+            v["VariantName"]: Variant(
+                name=v["VariantName"],
+                release=release_of_model(endpoint, v.get("ModelName", "")) or v["VariantName"],
+                fingerprint=tags.get(variant_tag(v["VariantName"])),
+                body=dict(v),
+            )
+            for v in body.get("ProductionVariants", [])
+        }
+        layout = Layout(config=config, variants=variants)
+        self._layouts[config] = layout
+        return layout
 
     def create_model(self, name: str, container: dict[str, Any], opts: AwsOptions, tags: dict[str, str]) -> None:
         """CreateModel (SageMaker refuses duplicate names: check with :meth:`model_exists` first)."""
@@ -234,7 +321,17 @@ class SageMaker:
     def ensure_config(
         self, name: str, variants: list[dict[str, Any]], extra: dict[str, Any], tags: dict[str, str]
     ) -> None:
-        if self.describe_config(name) is not None:
+        """CreateEndpointConfig unless it exists; an existing one must carry the same fingerprints."""
+        found = self.describe_config(name)
+        if found is not None:
+            have = self.tags(found["EndpointConfigArn"])
+            theirs = {k: v for k, v in have.items() if k.startswith(FINGERPRINT_TAG + ":")}
+            ours = {k: v for k, v in tags.items() if k.startswith(FINGERPRINT_TAG + ":")}
+            if theirs != ours:
+                raise ConflictError(
+                    f"endpoint config {name} exists with other fingerprints ({theirs}, expected {ours})",
+                    hint="another ledger deploys this endpoint: use its ledger, or `deployer adopt` it",
+                )
             return
         with aws_errors("CreateEndpointConfig"):
             self.sm.create_endpoint_config(

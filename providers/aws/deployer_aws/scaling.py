@@ -1,8 +1,11 @@
 """Application Auto Scaling per release (= per production variant).
 
-Scalable target ``endpoint/{endpoint}/variant/{release}`` on ``sagemaker:variant:DesiredInstanceCount``
-with one target-tracking policy ``deployer-{endpoint}-{release}``. Register and put are upserts,
-so :func:`apply` is idempotent; :func:`remove` ignores a target that is already gone.
+Scalable target ``endpoint/{endpoint}/variant/{variant}`` on ``sagemaker:variant:DesiredInstanceCount``
+with one target-tracking policy ``deployer-{endpoint}-{variant}``. The variant is the release id
+except after a native rollout (which keeps the old variant name). Register and put are upserts, so
+:func:`apply` is idempotent; :func:`remove` ignores a target that is already gone.
+:meth:`Scaling.snapshot` / :meth:`Scaling.restore` carry a variant's target and policies across a
+guarded UpdateEndpoint, which SageMaker refuses while the variant is a scalable target.
 """
 
 from __future__ import annotations
@@ -63,25 +66,14 @@ class Scaling:
     def aas(self) -> Any:
         return self._clients.client("application-autoscaling")
 
-    def apply(self, endpoint: str, release: str, a: Autoscaling, metrics_namespace: str) -> None:
-        rid = resource_id(endpoint, release)
-        with aws_errors("RegisterScalableTarget"):
-            self.aas.register_scalable_target(
-                ServiceNamespace=NAMESPACE,
-                ResourceId=rid,
-                ScalableDimension=DIMENSION,
-                MinCapacity=a.min,
-                MaxCapacity=a.max,
-            )
-        with aws_errors("PutScalingPolicy"):
-            self.aas.put_scaling_policy(
-                PolicyName=policy_name(endpoint, release),
-                ServiceNamespace=NAMESPACE,
-                ResourceId=rid,
-                ScalableDimension=DIMENSION,
-                PolicyType="TargetTrackingScaling",
-                TargetTrackingScalingPolicyConfiguration=tracking_config(endpoint, release, a, metrics_namespace),
-            )
+    def apply(self, endpoint: str, variant: str, a: Autoscaling, metrics_namespace: str) -> None:
+        """Register the variant and put its target-tracking policy (upserts: idempotent)."""
+        policy = {
+            "PolicyName": policy_name(endpoint, variant),
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": tracking_config(endpoint, variant, a, metrics_namespace),
+        }
+        self.restore(endpoint, variant, {"min": a.min, "max": a.max, "policies": [policy]})
 
     def registered(self, endpoint: str, releases: list[str]) -> dict[str, tuple[int, int]]:
         """(min, max) of the releases that have a scalable target."""
@@ -97,6 +89,44 @@ class Scaling:
         for t in page.get("ScalableTargets", []):
             out[t["ResourceId"].rsplit("/", 1)[-1]] = (int(t["MinCapacity"]), int(t["MaxCapacity"]))
         return out
+
+    def snapshot(self, endpoint: str, variant: str) -> dict[str, Any] | None:
+        """The variant's scalable target and policies (JSON-ready), or None when it has none."""
+        found = self.registered(endpoint, [variant])
+        if variant not in found:
+            return None
+        with aws_errors("DescribeScalingPolicies"):
+            page = self.aas.describe_scaling_policies(
+                ServiceNamespace=NAMESPACE, ResourceId=resource_id(endpoint, variant), ScalableDimension=DIMENSION
+            )
+        policies = [
+            {
+                "PolicyName": p["PolicyName"],
+                "PolicyType": p["PolicyType"],
+                "TargetTrackingScalingPolicyConfiguration": p["TargetTrackingScalingPolicyConfiguration"],
+            }
+            for p in page.get("ScalingPolicies", [])
+            if p.get("PolicyType") == "TargetTrackingScaling"
+        ]
+        low, high = found[variant]
+        return {"min": low, "max": high, "policies": policies}
+
+    def restore(self, endpoint: str, variant: str, snap: dict[str, Any]) -> None:
+        """Register the variant again as :meth:`snapshot` saw it (upserts: idempotent)."""
+        rid = resource_id(endpoint, variant)
+        with aws_errors("RegisterScalableTarget"):
+            self.aas.register_scalable_target(
+                ServiceNamespace=NAMESPACE,
+                ResourceId=rid,
+                ScalableDimension=DIMENSION,
+                MinCapacity=int(snap["min"]),
+                MaxCapacity=int(snap["max"]),
+            )
+        for policy in snap.get("policies", []):
+            with aws_errors("PutScalingPolicy"):
+                self.aas.put_scaling_policy(
+                    ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION, **policy
+                )
 
     def remove(self, endpoint: str, releases: list[str]) -> None:
         """Deregister the releases' targets (their policies go with them). Idempotent.
