@@ -77,20 +77,15 @@ def installed_version(dist: str) -> str | None:
 
 
 def runtime_versions(release: Any = None) -> dict[str, str]:
-    """scikit-learn, numpy and joblib versions the model was packaged with.
+    """scikit-learn, numpy and joblib versions the model was packaged with: the ``runtime`` fields of the
+    artifact manifest (:func:`deployer.artifacts.runtime_versions`), plus joblib, which pickled it."""
+    from deployer.artifacts import runtime_versions as recorded_versions
 
-    The one place this provider reads them. Until the artifact manifest records them, it falls back to the
-    versions installed where the model is packaged (the environment that pickled it).
-    """
-    recorded: dict[str, str] = {}
-    manifest = getattr(release, "runtime", None)
-    if isinstance(manifest, dict):
-        recorded = {k: str(v) for k, v in manifest.items() if isinstance(v, str)}
-    out: dict[str, str] = {}
-    for dist, key in (("scikit-learn", "sklearn"), ("numpy", "numpy"), ("joblib", "joblib")):
-        version = recorded.get(key) or recorded.get(dist) or installed_version(dist)
-        if version:
-            out[dist] = version
+    recorded = recorded_versions()
+    out: dict[str, str] = {d: recorded[d] for d in ("scikit-learn", "numpy") if d in recorded}
+    joblib = installed_version("joblib")
+    if joblib:
+        out["joblib"] = joblib
     return out
 
 

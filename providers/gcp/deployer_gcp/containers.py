@@ -13,7 +13,6 @@ directory and answers ``{"predictions": [...]}`` to ``{"instances": rows}``
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 SKLEARN_VERSIONS = ("0.20", "0.22", "0.23", "0.24", "1.0", "1.2", "1.3", "1.4", "1.5", "1.6")
@@ -25,19 +24,15 @@ HEALTH_ROUTE = "/health"
 
 
 def model_versions(release: Any = None) -> dict[str, str]:
-    """Python, scikit-learn and numpy versions the model was packaged with.
+    """Python (major.minor), scikit-learn and numpy versions the model was packaged with: the
+    ``runtime`` fields that :func:`deployer.artifacts.runtime_versions` writes into the artifact manifest."""
+    from deployer.artifacts import runtime_versions
 
-    The one place the gcp provider learns them. Until the artifact manifest records them, they are
-    the packaging environment's installed versions (the model is pickled in that environment).
-    """
-    import platform
-
-    out = {"python": ".".join(platform.python_version_tuple()[:2])}
+    recorded = runtime_versions()
+    out = {"python": ".".join(recorded["python"].split(".")[:2])}
     for dist, key in (("scikit-learn", "sklearn"), ("numpy", "numpy")):
-        try:
-            out[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+        if dist in recorded:
+            out[key] = recorded[dist]
     return out
 
 
