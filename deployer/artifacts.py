@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from deployer.digests import sha256_file as sha256_file  # re-exported: artifacts.sha256_file
 from deployer.errors import SpecError
 
 if TYPE_CHECKING:
@@ -171,15 +172,6 @@ def package_object(obj: Any, out_dir: Path | None = None, serving: Serving | Non
     with tempfile.TemporaryDirectory(prefix="deployer-obj-") as work:
         joblib.dump(obj, Path(work) / "model.joblib")
         return package(Path(work) / "model.joblib", out_dir, serving)
-
-
-def sha256_file(path: Path) -> str:
-    """Stream a file through sha256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def unpack(archive: Path, dest: Path) -> Path:

@@ -9,7 +9,8 @@ Late metrics
 ------------
 A provider states its metrics' resolution and publication delay in
 ``capabilities.metrics_granularity_s`` (``g``) and ``metrics_delay_s`` (``d``); both are 0 for
-per-request metrics available at once (local).
+per-request metrics available at once (local). They apply only when a gate reads metrics (``type:
+metric``); smoke, callable and webhook gates judge at once.
 
 * A bake's window starts at the first period boundary (epoch multiple of ``g``) at or after the
   moment the bake began, which is after the route that set this step's weights: a gate never reads
@@ -50,7 +51,7 @@ from typing import Any, Protocol
 
 from deployer.errors import GateFailedError
 from deployer.events import Event
-from deployer.gates import AnyGate, GateContext, GateResult, GateSet, MetricsProvider, Phase
+from deployer.gates import AnyGate, GateContext, GateResult, GateSet, MetricsProvider, Phase, reads_metrics
 from deployer.records import Capabilities
 from deployer.waiting import Clock, wall_offset
 
@@ -85,6 +86,12 @@ class GateHost(Protocol):
     def emit(self, event: Event) -> None: ...
 
 
+def _lateness(caps: Capabilities, gates: Sequence[AnyGate]) -> tuple[float, float]:
+    """(granularity, delay) the gates must wait for: the provider's when a gate reads metrics, else none
+    (smoke, callable and webhook gates judge at once)."""
+    return (caps.metrics_granularity_s, caps.metrics_delay_s) if reads_metrics(gates) else (0.0, 0.0)
+
+
 def record(host: GateHost, endpoint: str, results: Sequence[GateResult], prefix: str) -> None:
     """Journal each result as ``<prefix>:<gate>`` (its outcome as the phase) and emit its event."""
     for result in results:
@@ -113,8 +120,7 @@ def bake(
     if not gates:
         clock.sleep(bake_s)
         return []
-    caps = host.provider.capabilities
-    g, d = caps.metrics_granularity_s, caps.metrics_delay_s
+    g, d = _lateness(host.provider.capabilities, gates)
     gs = GateSet(gates)
     interval = max(g, min(10.0, max(0.5, bake_s / 5)))
     start = clock.now()
@@ -155,7 +161,7 @@ def watch(host: GateHost, endpoint: str, gates: Sequence[AnyGate], release: str,
     clock = host.clock
     gs = GateSet(gates)
     rounds = max((g.failure_limit + g.successes_required - 1 for g in gates), default=1)
-    interval = max(host.provider.capabilities.metrics_granularity_s, min(10.0, window_s / rounds))
+    interval = max(_lateness(host.provider.capabilities, gates)[0], min(10.0, window_s / rounds))
     stop = clock.now() + window_s
     while True:
         ctx = GateContext(endpoint=endpoint, release=release, provider=host.provider, window_s=window_s)

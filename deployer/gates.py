@@ -84,6 +84,11 @@ from deployer.spec import CallableGate, MetricGate, SmokeGate, WebhookGate
 Outcome = Literal["pass", "fail", "inconclusive"]
 Decision = Literal["pass", "fail", "pending"]
 Phase = Literal["during", "bake_end", "deadline"]
+
+
+def reads_metrics(gates: Any) -> bool:
+    """Whether any gate judges the provider's metrics (only those wait for late, coarse datapoints)."""
+    return any(getattr(g, "type", None) == "metric" for g in gates)
 Scalar = float | int | str | bool | None
 AnyGate = MetricGate | SmokeGate | CallableGate | WebhookGate
 

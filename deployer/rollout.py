@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer.errors import CapabilityError, SpecError
+from deployer.gates import reads_metrics
 from deployer.records import Capabilities
 from deployer.spec import Spec, Strategy
 
@@ -91,7 +92,8 @@ def check_strategy(spec: Spec, capabilities: Capabilities) -> None:
     reason), :class:`SpecError` for a shadow phase with ``strategy.native``, and :class:`SpecError`
     naming the field (``strategy.steps[i].bake_s``, ``strategy.interval_s``, ``strategy.bake_s``,
     ``strategy.shadow.bake_s``, or ``strategy.type`` for all-at-once) when a bake judged by gates is
-    shorter than :func:`min_bake_s`. Bakes without gates are plain waits and never refused.
+    shorter than :func:`min_bake_s`. Only metric gates wait for datapoints: bakes whose gates are all
+    smoke, callable or webhook gates (or none) are never refused.
     """
     strategy = spec.strategy
     if strategy.shadow is not None:
@@ -106,7 +108,7 @@ def check_strategy(spec: Spec, capabilities: Capabilities) -> None:
                 f"strategy.shadow: {capabilities.reason('shadow')}", hint="remove strategy.shadow"
             )
     need = min_bake_s(capabilities)
-    if not spec.gates or strategy.native or need <= 0:
+    if not reads_metrics(spec.gates) or strategy.native or need <= 0:
         return
     source = (
         f"the provider's metrics come as {capabilities.metrics_granularity_s:g}s datapoints "

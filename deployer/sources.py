@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from deployer.artifacts import sha256_file
+from deployer.digests import sha256_file
 from deployer.errors import DigestMismatchError, SpecError, StorageError, TransientError
 
 GROUP = "deployer.sources"
