@@ -18,7 +18,7 @@ from deployer.errors import NotFoundError, SpecError
 from deployer.events import EventFn
 from deployer.ledger import EndpointRow, Ledger, ReleaseRow
 from deployer.paths import home, ledger_path
-from deployer.plan import Plan
+from deployer.planning import Plan
 from deployer.protocols import Provider, ProviderContext
 from deployer.records import ArtifactRef, Observed, Release, Traffic
 from deployer.rollout import check_strategy
@@ -184,12 +184,12 @@ def apply_outcome(
 
 
 def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_event: EventFn | None = None) -> Outcome:
-    """Take over endpoint ``name`` into this ledger: record the releases it serves (see :mod:`deployer.adopt`).
+    """Take over endpoint ``name`` into this ledger: record the releases it serves (see :mod:`deployer.adoption`).
 
     ``spec`` is the endpoint's spec (its ``name`` must be ``name``; its ``state.path`` picks the ledger).
     The outcome's ``notes`` explain a live release that does not match the spec and what ``deploy`` will do.
     """
-    from deployer.adopt import adopt as adopt_endpoint
+    from deployer.adoption import adopt as adopt_endpoint
 
     s = to_spec(spec, env)
     if s.name != name:
@@ -209,7 +209,7 @@ def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
 
     Raises :class:`~deployer.errors.ConflictError` when the endpoint serves releases this ledger does not know.
     """
-    from deployer.plan import make_plan
+    from deployer.planning import make_plan
 
     s = to_spec(spec, env)
     prep = prepare(s)

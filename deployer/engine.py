@@ -7,7 +7,7 @@ Rules (DESIGN.md, "Rules of the engine"):
 * One lock per endpoint for the whole change.
 * Before any write (deploy, rollback, scale, destroy) the endpoint's observed releases are compared
   with the ledger: one it does not know, or one whose fingerprint differs, is a
-  :class:`~deployer.errors.ConflictError` naming it (:func:`deployer.plan.check_owned`).
+  :class:`~deployer.errors.ConflictError` naming it (:func:`deployer.planning.check_owned`).
 * A failed step or gate *before promotion* sends all traffic back to the baseline in one route (or
   stepwise with ``strategy.rollback: gradual``), stops any copies mirrored to the candidate,
   marks the candidate failed with its evidence, and leaves the baseline's resources and artifact
@@ -47,7 +47,7 @@ from deployer.events import (
 )
 from deployer.gatekeeper import bake
 from deployer.ledger import Ledger
-from deployer.plan import PRESENT, LedgerHead, Plan, Step, check_owned
+from deployer.planning import PRESENT, LedgerHead, Plan, Step, check_owned
 from deployer.protocols import Provider
 from deployer.records import ArtifactRef, Observed, Operation, Release, Traffic
 from deployer.rollout import rollback_steps
@@ -227,7 +227,7 @@ class Engine:
         ``upload`` pushes the packaged artifact and returns its stored ref; it is only called when
         the plan has an upload step.
         """
-        from deployer.plan import make_plan
+        from deployer.planning import make_plan
 
         endpoint = spec.name
         self.notify_url = self.notify_url or spec.notify_webhook

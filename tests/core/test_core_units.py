@@ -19,7 +19,7 @@ from deployer.errors import (
     WaitTimeoutError,
 )
 from deployer.ledger import Ledger
-from deployer.plan import LedgerHead, make_plan
+from deployer.planning import LedgerHead, make_plan
 from deployer.records import ArtifactRef, Observed, ObservedRelease, Operation, OperationStatus, Release, Traffic
 from deployer.spec import Spec
 from deployer.waiting import FakeClock, wait_for

@@ -27,7 +27,7 @@ print('LOADED:' + ','.join(bad))
     "setup",
     [
         "import deployer",
-        "import deployer, deployer.api, deployer.engine, deployer.ledger, deployer.plan",
+        "import deployer, deployer.api, deployer.engine, deployer.ledger, deployer.planning",
         "from deployer.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass",
         "from deployer.cli import cli\ntry:\n    cli(['deploy', '--help'])\nexcept SystemExit:\n    pass",
         "from deployer.cli import cli\ntry:\n    cli(['providers'])\nexcept SystemExit:\n    pass",
@@ -47,3 +47,17 @@ def test_help_does_not_import_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "LOADED:", out.stdout
+
+
+def test_every_verb_stays_a_function_after_the_core_is_imported() -> None:
+    """A submodule named like a verb would replace ``deployer.<verb>`` once imported (it did for
+    ``plan`` and ``guard``): after importing the whole core, every verb is still the callable."""
+    code = (
+        "import deployer, deployer.api, deployer.engine, deployer.planning, deployer.guards, deployer.adoption\n"
+        "import types\n"
+        "bad = [n for n in deployer.__all__ if isinstance(getattr(deployer, n), types.ModuleType)]\n"
+        "print('MODULES:' + ','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "MODULES:\n" in out.stdout, out.stdout

@@ -9,7 +9,7 @@ import pytest
 from memory_rig import CANARY, FAIL, NAME, PASS, Rig
 
 from deployer import cli
-from deployer.adopt import adopt
+from deployer.adoption import adopt
 from deployer.engine import Engine
 from deployer.errors import AuthError, ConflictError, GateFailedError, TransientError
 from deployer.events import CleanupFailed, Interrupted

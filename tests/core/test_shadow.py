@@ -13,7 +13,7 @@ from gate_fakes import ERROR_GATE, TimedProvider, World, live_endpoint, release,
 from deployer.errors import CapabilityError, GateFailedError, SpecError
 from deployer.events import Event, StepStarted
 from deployer.ledger import Ledger
-from deployer.plan import LedgerHead, Step, make_plan
+from deployer.planning import LedgerHead, Step, make_plan
 from deployer.records import Capabilities, Observed, ObservedRelease, Traffic
 from deployer.rollout import check_strategy
 

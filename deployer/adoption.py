@@ -3,7 +3,7 @@
 Release ids restart per ledger, so two machines (or two CI runs with fresh ledgers) deploying one
 endpoint would each call their first release ``r0001``. Every resource carries its release's
 fingerprint, and the engine refuses to change an endpoint that serves releases its ledger does not
-know (:func:`deployer.plan.check_owned`). Adopting is the explicit way out:
+know (:func:`deployer.planning.check_owned`). Adopting is the explicit way out:
 
 * every release the provider observes is recorded into this ledger under its own id and with the
   fingerprint read from the resource (a row of the same id that said otherwise is replaced, and the
