@@ -23,8 +23,9 @@ from .helpers import BUCKET, REGION, TEST_OPTIONS, ledger_rows, raw_error
 pytestmark = pytest.mark.timeout(180)
 
 CANARY = {"type": "canary", "steps": [{"weight": 20, "bake_s": 1}, {"weight": 100, "bake_s": 0}]}
-CLOUDWATCH_CANARY = {"type": "canary", "steps": [{"weight": 50, "bake_s": 240}, {"weight": 100, "bake_s": 0}]}
-"""A bake of a minute (CloudWatch's granularity) plus the publication delay, plus a minute of alignment."""
+CLOUDWATCH_CANARY = {"type": "canary", "steps": [{"weight": 50, "bake_s": 240}, {"weight": 100, "bake_s": 180}]}
+"""A bake of a minute (CloudWatch's granularity) plus the publication delay, plus a minute of alignment; the
+step at 100% bakes the shortest time plan allows (granularity + delay), since its gates are judged too."""
 GATES = [
     {"type": "metric", "metric": "error_rate", "max": 0.01, "min_samples": 50},
     {"type": "metric", "metric": "p99_ms", "max": 200, "min_samples": 50},
@@ -76,7 +77,6 @@ def test_canary_gates_read_cloudwatch_published_late(
     obs = h.recorder.observe("churn") if h.recorder else None
     assert obs is not None
     rounds = [e for e in h.events if isinstance(e, GateEvaluated) and e.gate == "metric:error_rate"]
-    assert rounds[0].outcome == "inconclusive"  # nothing is published yet when the bake starts
     judged = [e for e in rounds if e.outcome != "inconclusive"]
     assert judged and int(judged[-1].observed["requests"]) >= 50
     if promoted:
