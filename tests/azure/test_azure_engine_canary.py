@@ -18,7 +18,9 @@ from deployer.testing import ConformanceTarget, Harness, make_model
 
 pytestmark = pytest.mark.timeout(180)
 EP = "canary-az"
-CANARY = {"type": "canary", "steps": [{"weight": 50, "bake_s": 4}, {"weight": 100, "bake_s": 0}]}
+CANARY = {"type": "canary", "steps": [{"weight": 50, "bake_s": 4}, {"weight": 100, "bake_s": 2}]}
+LATENESS = {"metrics_granularity_s": 1, "metrics_delay_s": 0.5}
+"""The fake publishes per second, half a second late: the provider is told so (real Azure Monitor: 60 s, 180 s)."""
 GATES = [{"type": "metric", "metric": "error_rate", "max": 0.05, "min_samples": 5}]
 
 
@@ -55,7 +57,7 @@ def test_canary_gates_read_azure_monitor(
     h = Harness(ct.ledger_path)
     h.deploy(ct.spec(EP, make_model(tmp_path / "m", 1)))
     candidate = make_model(tmp_path / "m2", 2, n_features)  # 3 features: every request fails in its score.py
-    v2 = ct.spec(EP, candidate, strategy=CANARY, gates=GATES)
+    v2 = ct.spec(EP, candidate, strategy=CANARY, gates=GATES, provider_options={**ct.provider_options, **LATENESS})
     with Traffic(make_provider(tmp_path / "callers")) as callers:
         if promoted:
             assert h.deploy(v2).release == "r0002"

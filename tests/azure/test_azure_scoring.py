@@ -74,9 +74,10 @@ def test_generated_assets_are_content_addressed() -> None:
     assert scoring.environment(versions, "img:2")[1] != v1
 
 
-def test_recorded_versions_win_over_installed() -> None:
-    class Recorded:
-        runtime = {"sklearn": "1.5.2", "numpy": "1.26.4"}
+def test_versions_come_from_the_artifact_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployer import artifacts
 
-    versions = scoring.runtime_versions(Recorded())
+    recorded = {"python": "3.11.7", "scikit-learn": "1.5.2", "numpy": "1.26.4"}
+    monkeypatch.setattr(artifacts, "runtime_versions", lambda: recorded)
+    versions = scoring.runtime_versions()
     assert versions["scikit-learn"] == "1.5.2" and versions["numpy"] == "1.26.4"

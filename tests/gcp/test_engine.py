@@ -76,11 +76,14 @@ def test_canary_gates_read_cloud_monitoring(
     h = Harness(ct.ledger_path)
     h.deploy(ct.spec("churn", make_model(tmp_path / "m", 1)))
     candidate = make_model(tmp_path / "m", 2, n_features=4 if healthy else 3)
-    strategy = {"type": "canary", "steps": [{"weight": 50, "bake_s": 3}, {"weight": 100, "bake_s": 0}]}
+    strategy = {"type": "canary", "steps": [{"weight": 50, "bake_s": 3}, {"weight": 100, "bake_s": 2}]}
     gates = [{"type": "metric", "metric": "error_rate", "max": 0.05, "min_samples": 5, "failure_limit": 1}]
     from deployer import api
 
-    spec = ct.spec("churn", candidate, strategy=strategy, gates=gates)
+    lateness = {"metrics_granularity_s": 1, "metrics_delay_s": 0.5}  # the fake's, told to the provider
+    spec = ct.spec(
+        "churn", candidate, strategy=strategy, gates=gates, provider_options={**ct.provider_options, **lateness}
+    )
     load_provider = api.make_provider(spec.target, spec.provider_options)
     with Load(load_provider, "churn", [[0.2, 0.1, 0.4, 0.3]]):
         if healthy:

@@ -53,3 +53,9 @@ class AzureOptions(BaseModel):
     autoscale_cpu_percent: float = Field(
         70.0, gt=0, le=100, description="CPU threshold of the autoscale rule (target_metric cpu_utilization)."
     )
+    metrics_granularity_s: float | None = Field(
+        None, gt=0, description="Override the metrics period gates wait for (an emulator, or your own measurement)."
+    )
+    metrics_delay_s: float | None = Field(
+        None, ge=0, description="Override the metrics publication delay gates wait for (an emulator, or measured)."
+    )

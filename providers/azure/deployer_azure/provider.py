@@ -65,7 +65,10 @@ MIRROR_MAX = 50
 REGION_RE = re.compile(r"^[a-z]+[a-z0-9]*$")
 
 
-def capabilities() -> Capabilities:
+def capabilities(opts: Any = None) -> Capabilities:
+    """What the provider can do; ``opts`` may override the metrics lateness (an emulator, or measured)."""
+    granularity = getattr(opts, "metrics_granularity_s", None)
+    delay = getattr(opts, "metrics_delay_s", None)
     return Capabilities(
         traffic_split=True,
         autoscaling=True,
@@ -74,8 +77,8 @@ def capabilities() -> Capabilities:
         native_rollout=False,
         container_images=False,
         shadow=True,
-        metrics_granularity_s=monitor.GRANULARITY_S,
-        metrics_delay_s=monitor.DELAY_S,
+        metrics_granularity_s=monitor.GRANULARITY_S if granularity is None else granularity,
+        metrics_delay_s=monitor.DELAY_S if delay is None else delay,
         unsupported={
             "scale_to_zero": "managed online deployments keep at least one instance",
             "native_rollout": "Azure ML has no guarded rollout of its own; deployer's canary drives traffic",
@@ -112,7 +115,7 @@ class AzureProvider:
     def __init__(self, ctx: ProviderContext, *, transport: Any = None, credential: Any = None) -> None:
         self.ctx = ctx
         self.options = _options(ctx.options)
-        self.capabilities = capabilities()
+        self.capabilities = capabilities(self.options)
         rg, ws = workspace_of(ctx.target)
         self._clients = _sdk.Clients(
             ctx.target.subscription or "",

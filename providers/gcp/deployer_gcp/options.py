@@ -82,6 +82,12 @@ class GcpOptions(_Opt):
         None, description="Cloud Monitoring API host; default monitoring.googleapis.com (http:// for an emulator)."
     )
     upload_chunk_mb: int = Field(16, ge=1, le=1024, description="Resumable upload chunk size (MiB).")
+    metrics_granularity_s: float | None = Field(
+        None, gt=0, description="Override the metrics period gates wait for (an emulator, or your own measurement)."
+    )
+    metrics_delay_s: float | None = Field(
+        None, ge=0, description="Override the metrics publication delay gates wait for (an emulator, or measured)."
+    )
 
     @model_validator(mode="before")
     @classmethod

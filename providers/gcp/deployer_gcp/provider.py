@@ -52,7 +52,10 @@ MACHINE_RE = re.compile(r"^[a-z0-9]+-[a-z0-9-]+$")
 TARGET_TRIES = 50
 
 
-def capabilities() -> Capabilities:
+def capabilities(opts: Any = None) -> Capabilities:
+    """What the provider can do; ``opts`` may override the metrics lateness (an emulator, or measured)."""
+    granularity = getattr(opts, "metrics_granularity_s", None)
+    delay = getattr(opts, "metrics_delay_s", None)
     return Capabilities(
         traffic_split=True,
         autoscaling=True,
@@ -61,8 +64,8 @@ def capabilities() -> Capabilities:
         native_rollout=False,
         container_images=True,
         shadow=False,
-        metrics_granularity_s=monitoring.GRANULARITY_S,
-        metrics_delay_s=monitoring.METRICS_DELAY_S,
+        metrics_granularity_s=monitoring.GRANULARITY_S if granularity is None else granularity,
+        metrics_delay_s=monitoring.METRICS_DELAY_S if delay is None else delay,
         unsupported={
             "scale_to_zero": "Vertex AI v1 dedicated resources keep min_replica_count >= 1",
             "native_rollout": "Vertex AI endpoints have no guarded rollout of their own; deployer runs it",
@@ -91,7 +94,7 @@ class GcpProvider:
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
         self.options = _options(ctx.options)
-        self.capabilities = capabilities()
+        self.capabilities = capabilities(self.options)
         self._clients = _sdk.Clients(
             ctx.target.project,
             ctx.target.region,
