@@ -13,6 +13,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestCentroid
 
+from deployer.artifacts import MANIFEST_NAME as ARTIFACT_MANIFEST
 from deployer.artifacts import package
 from deployer.local.provider import LocalProvider
 from deployer.serving.compile import GRAPH
@@ -65,7 +66,7 @@ def test_compile_onnx_random_forest_serves_the_graph_with_sklearn_predictions(
     packaged = package(src, serving=Serving(compile="onnx"))
     assert any("reproduced model.predict" in n for n in packaged.notes), packaged.notes
     with tarfile.open(packaged.path) as tar:
-        assert sorted(tar.getnames()) == [MANIFEST, "model.joblib", GRAPH]
+        assert sorted(tar.getnames()) == sorted([ARTIFACT_MANIFEST, MANIFEST, "model.joblib", GRAPH])
         manifest = orjson.loads(tar.extractfile(MANIFEST).read())  # type: ignore[union-attr]
         tar.extractall(tmp_path / "unpacked", filter="data")
     assert manifest["compile"]["file"] == GRAPH and manifest["compile"]["inputs"]["width"] == 20
