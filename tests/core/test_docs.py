@@ -153,3 +153,4 @@ def test_exit_codes_page_matches_the_cli_docstring() -> None:
     codes_section = text.split("## Codes", 1)[1].split("\n## ", 1)[0]
     in_docs = {int(r[0]): r[1] for r in _table_rows(codes_section) if r and r[0].isdigit()}
     assert in_docs == in_cli
+
