@@ -207,3 +207,30 @@ def test_a_gate_without_traffic_is_inconclusive_not_passed(e2e_home: Path) -> No
     assert row.status == "failed" and "inconclusive" in (row.reason or "")
     assert row.evidence and {ev["outcome"] for ev in row.evidence} == {"inconclusive"}
     assert {ev["gate"] for ev in row.evidence} == {"errors", "p99-any"}
+
+
+@pytest.mark.timeout(90)
+def test_shadow_phase_judges_a_failing_candidate_on_copies_and_callers_never_see_it(e2e_home: Path) -> None:
+    """strategy.shadow on the local provider: the candidate gets half the requests as copies, its errors
+    feed its gate and fail the rollout, while every caller is answered by v1 and live traffic never moves."""
+    _, load = v1_under_load(e2e_home, rps=200)
+    events = Events()
+    strategy = canary(50, 100, bake_s=1.5, shadow={"percent": 50, "bake_s": 2})
+    with load:
+        with pytest.raises(GateFailedError, match="error_rate"):
+            deployer.apply(spec(e2e_home, "failing", "v2", strategy=strategy, gates=[ERROR_GATE]), on_event=events)
+        time.sleep(0.3)
+        data = load.stop()
+
+    routes = [(e.weights, getattr(e, "mirror", None)) for e in events.kinds("traffic.changed")]  # type: ignore[attr-defined]
+    assert all(w == {"r0001": 100} for w, _ in routes), routes  # live traffic never moved
+    failed = [g for g in events.kinds("gate.evaluated") if g.outcome == "fail"]  # type: ignore[attr-defined]
+    assert failed and float(failed[-1].observed["errors"]) > 0  # type: ignore[attr-defined]
+    row, live, ops = failed_release(e2e_home)
+    assert row.status == "failed" and live is not None and live.id == "r0001"
+    assert any(o.step == "route:r0001=100;mirror:r0002=50" and o.phase == "done" for o in ops), [o.step for o in ops]
+    obs = provider(e2e_home).observe(NAME)
+    assert obs is not None and obs.traffic.weights == {"r0001": 100} and obs.traffic.mirror == {}
+    # callers: every answer came from v1, none failed
+    assert data["failed"] == 0 and data["transport_errors"] == {}, {k: v for k, v in data.items() if k != "timeline"}
+    assert set(data["releases"]) == {"r0001"}
