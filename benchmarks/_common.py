@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
@@ -134,3 +135,28 @@ def load(url: str, body: bytes, seconds: float, connections: int = 64, threads: 
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     ).stdout  # fmt: skip
     return dict(json.loads(out))
+
+
+def compare_uploads(
+    path: Path, digest: str, store: Any, raw_put: Any, raw_delete: Any, rounds: int, labels: tuple[str, str], setup: str
+) -> float:
+    """Best of ``rounds`` uploads of ``path`` by the raw SDK call (``raw_put``) and by ``store.put`` (hashing
+    included), each cleaned up after; prints both throughputs and returns ours / raw."""
+    raw_times, ours_times = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        raw_put()
+        raw_times.append(time.perf_counter() - t)
+        raw_delete()
+        t = time.perf_counter()
+        store.put(path, digest)
+        ours_times.append(time.perf_counter() - t)
+        store.delete(digest)
+    raw, ours = min(raw_times), min(ours_times)
+    mb = path.stat().st_size / 1e6
+    width = max(len(label) for label in labels)
+    print(f"size: {mb:.0f} MB, {setup}, best of {rounds} rounds")
+    print(f"{labels[0]:<{width}}  {raw:6.2f} s  {mb / raw:7.1f} MB/s")
+    print(f"{labels[1]:<{width}}  {ours:6.2f} s  {mb / ours:7.1f} MB/s")
+    print(f"ratio (ours / raw throughput): {raw / ours:.2f}  (goal >= 0.90)")
+    return raw / ours

@@ -18,11 +18,14 @@ import hashlib
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "azure"))
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import compare_uploads  # noqa: E402
 
 
 def upload(args: argparse.Namespace, conn: str, tmp: Path) -> None:
@@ -44,24 +47,21 @@ def upload(args: argparse.Namespace, conn: str, tmp: Path) -> None:
     ).get_blob_client("bench", "raw/model.tar.gz")
     store.put(tmp / "model.tar.gz", digest)  # creates the container, warms the connections
     store.delete(digest)
-    raw_times, ours_times = [], []
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        with open(path, "rb") as f:
-            raw_client.upload_blob(f, overwrite=True, max_concurrency=args.concurrency, length=size)
-        raw_times.append(time.perf_counter() - t)
-        raw_client.delete_blob()
+    compare_uploads(
+        path,
+        digest,
+        store,
+        lambda: _put_raw(raw_client, path, args.concurrency, size),
+        raw_client.delete_blob,
+        args.rounds,
+        ("azure-storage-blob upload_blob:", "BlobArtifactStore.put (+sha256, MD5s):"),
+        f"blocks of {args.block_mb} MB, {args.concurrency} threads",
+    )
 
-        t = time.perf_counter()
-        store.put(path, digest)
-        ours_times.append(time.perf_counter() - t)
-        store.delete(digest)
-    raw, ours = min(raw_times), min(ours_times)
-    mb = size / 1e6
-    print(f"size: {mb:.0f} MB, blocks of {args.block_mb} MB, {args.concurrency} threads, {args.rounds} rounds")
-    print(f"azure-storage-blob upload_blob:        {raw:6.2f} s  {mb / raw:7.1f} MB/s")
-    print(f"BlobArtifactStore.put (+sha256, MD5s): {ours:6.2f} s  {mb / ours:7.1f} MB/s")
-    print(f"ratio (ours / raw throughput): {raw / ours:.2f}  (goal >= 0.90)")
+
+def _put_raw(client: Any, path: Path, concurrency: int, size: int) -> None:
+    with open(path, "rb") as f:
+        client.upload_blob(f, overwrite=True, max_concurrency=concurrency, length=size)
 
 
 def engine(tmp: Path) -> None:

@@ -18,11 +18,13 @@ import hashlib
 import os
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import compare_uploads  # noqa: E402
 
 
 def upload(args: argparse.Namespace, tmp: Path) -> None:
@@ -37,29 +39,21 @@ def upload(args: argparse.Namespace, tmp: Path) -> None:
         for _ in range(args.mb):
             f.write(block)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    size = path.stat().st_size
     store = GcsArtifactStore(
         _sdk.Clients("bench", "us-central1"), GcpOptions(bucket="bench", upload_chunk_mb=args.chunk_mb)
     )
     bucket = storage.Client(project="bench").bucket("bench")
-    raw_times, ours_times = [], []
-    for _ in range(args.rounds):
-        blob = bucket.blob("raw/model.tar.gz", chunk_size=args.chunk_mb * 1024 * 1024)
-        t = time.perf_counter()
-        blob.upload_from_filename(str(path))
-        raw_times.append(time.perf_counter() - t)
-        blob.delete()
-
-        t = time.perf_counter()
-        store.put(path, digest)
-        ours_times.append(time.perf_counter() - t)
-        store.delete(digest)
-    raw, ours = min(raw_times), min(ours_times)
-    mb = size / 1e6
-    print(f"size: {mb:.0f} MB, resumable chunks of {args.chunk_mb} MB, best of {args.rounds} rounds")
-    print(f"google-cloud-storage upload_from_filename: {raw:6.2f} s  {mb / raw:7.1f} MB/s")
-    print(f"GcsArtifactStore.put (+sha256):            {ours:6.2f} s  {mb / ours:7.1f} MB/s")
-    print(f"ratio (ours / raw throughput): {raw / ours:.2f}  (goal >= 0.90)")
+    blob = bucket.blob("raw/model.tar.gz", chunk_size=args.chunk_mb * 1024 * 1024)
+    compare_uploads(
+        path,
+        digest,
+        store,
+        lambda: blob.upload_from_filename(str(path)),
+        blob.delete,
+        args.rounds,
+        ("google-cloud-storage upload_from_filename:", "GcsArtifactStore.put (+sha256):"),
+        f"resumable chunks of {args.chunk_mb} MB",
+    )
 
 
 def calls(tmp: Path) -> None:

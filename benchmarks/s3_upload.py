@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import compare_uploads  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +60,6 @@ def main() -> None:
                 for _ in range(args.mb):
                     f.write(block)
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            size = path.stat().st_size
             opts = AwsOptions(
                 bucket="bench",
                 role_arn="arn:aws:iam::123456789012:role/x",
@@ -68,23 +71,16 @@ def main() -> None:
             )
             store = provider.store()
             config = _sdk.transfer_config(args.chunk_mb, args.concurrency)
-            raw_times, ours_times = [], []
-            for _ in range(args.rounds):
-                t = time.perf_counter()
-                s3.upload_file(str(path), "bench", "raw/model.tar.gz", Config=config)
-                raw_times.append(time.perf_counter() - t)
-                s3.delete_object(Bucket="bench", Key="raw/model.tar.gz")
-
-                t = time.perf_counter()
-                store.put(path, digest)
-                ours_times.append(time.perf_counter() - t)
-                store.delete(digest)
-            raw, ours = min(raw_times), min(ours_times)
-            mb = size / 1e6
-            print(f"size: {mb:.0f} MB, parts of {args.chunk_mb} MB, {args.concurrency} threads, {args.rounds} rounds")
-            print(f"boto3 upload_file:            {raw:6.2f} s  {mb / raw:7.1f} MB/s")
-            print(f"S3ArtifactStore.put (+sha256): {ours:6.2f} s  {mb / ours:7.1f} MB/s")
-            print(f"ratio (ours / raw throughput): {raw / ours:.2f}  (goal >= 0.90)")
+            compare_uploads(
+                path,
+                digest,
+                store,
+                lambda: s3.upload_file(str(path), "bench", "raw/model.tar.gz", Config=config),
+                lambda: s3.delete_object(Bucket="bench", Key="raw/model.tar.gz"),
+                args.rounds,
+                ("boto3 upload_file:", "S3ArtifactStore.put (+sha256):"),
+                f"parts of {args.chunk_mb} MB, {args.concurrency} threads",
+            )
     finally:
         server.stop()
 
