@@ -191,3 +191,50 @@ class NativeRollout(Protocol):
 
 
 EventFn = Callable[[Any], None]
+
+
+@runtime_checkable
+class LedgerObjects(Protocol):
+    """Object storage with conditional writes: the one primitive a shared (remote) ledger needs.
+
+    A cloud package implements it with its own SDK (S3 ``PutObject`` with ``If-None-Match: *`` /
+    ``If-Match``, GCS ``ifGenerationMatch``, Blob ``If-None-Match: *`` / ``If-Match``) and registers the
+    class under the ``deployer.ledgers`` entry point group, keyed by URI scheme (``s3``, ``gs``, ``az``).
+    The core builds the ledger's records, journal and lease on top; it never imports a cloud SDK.
+
+    Constructed as ``Cls(uri)`` where ``uri`` is the ledger location (``s3://bucket/prefix``,
+    ``gs://bucket/prefix``, ``az://account/container/prefix``); credentials and emulator endpoints come
+    from the SDK's usual environment (``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``,
+    ``AZURE_STORAGE_CONNECTION_STRING``...). Construction makes no network call.
+
+    Keys are ``/``-separated paths relative to the URI's prefix. ``version`` is the store's opaque token
+    for one written content (an ETag, or a GCS generation as a string): a new write always yields a new
+    token. Every method blocks for one or a few calls and raises the typed errors of
+    :mod:`deployer.errors` (``AuthError``, ``TransientError``, ``StorageError``); a lost precondition is
+    not an error but the documented ``None`` / ``False`` result.
+    """
+
+    uri: str
+
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version, or None when it does not exist."""
+        ...
+
+    def create(self, key: str, data: bytes) -> str | None:
+        """Write ``key`` only if it does not exist; return the new version, or None when it already
+        existed (nothing written)."""
+        ...
+
+    def replace(self, key: str, data: bytes, version: str) -> str | None:
+        """Overwrite ``key`` only if its current version is ``version``; return the new version, or None
+        when the object changed or vanished since (nothing written)."""
+        ...
+
+    def delete(self, key: str, version: str | None = None) -> bool:
+        """Delete ``key`` (only if still at ``version`` when given). True when deleted or already gone,
+        False when the version no longer matched (nothing deleted)."""
+        ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix``, sorted; all pages read."""
+        ...
