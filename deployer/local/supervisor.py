@@ -80,6 +80,7 @@ def _preload_http() -> None:
     import uvicorn.protocols.http.httptools_impl  # noqa: F401
     import uvloop  # noqa: F401
 
+    import deployer.local.drain  # noqa: F401
     import deployer.local.worker  # noqa: F401
 
 

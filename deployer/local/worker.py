@@ -6,7 +6,8 @@ while it keeps serving, swaps the routing table in one assignment (so neither a 
 traffic or mirror change drops a request), drops retired releases and writes its ack file. Every
 0.5 s it flushes its metrics and rewrites its ack as a heartbeat (``beat``) saying whether a
 prediction has run past its release's recycle limit (``hung``); the supervisor replaces a hung or
-silent worker. It exits when the supervisor dies (``PR_SET_PDEATHSIG`` plus a parent check).
+silent worker. It exits when the supervisor dies (``PR_SET_PDEATHSIG`` plus a parent check). On
+SIGTERM it retires gracefully, dropping no request (:mod:`deployer.local.drain`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ log = logging.getLogger("deployer.local.worker")
 
 WATCH_INTERVAL_S = 0.1
 FLUSH_INTERVAL_S = 0.5
-GRACEFUL_S = 10
-ACCEPT_GRACE_S = 0.25
-"""On stop: seconds between no longer accepting and closing idle connections (see ``_Server``)."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -158,33 +156,9 @@ class Worker:
                     log.warning("worker %d: metrics flush or heartbeat failed: %s", self.pid, e)
 
     async def serve(self, sock: socket.socket) -> None:
-        import uvicorn
+        from deployer.local.drain import DrainingServer, config
 
-        class _Server(uvicorn.Server):
-            """Stops accepting first, then lets requests already sent on accepted connections arrive.
-
-            uvicorn closes connections without a request in progress at once; a connection this worker
-            has just accepted, whose request is still on the wire, would be reset. Its siblings keep
-            accepting from the shared socket meanwhile, so a stopping worker drops nothing.
-            """
-
-            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-                for server in self.servers:
-                    server.close()
-                await asyncio.sleep(ACCEPT_GRACE_S)
-                await super().shutdown(sockets)
-
-        config = uvicorn.Config(
-            self.app,
-            http="httptools",
-            loop="uvloop",
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=GRACEFUL_S,
-            backlog=2048,
-        )
-        self.server = _Server(config)
+        self.server = DrainingServer(config(self.app))
         watcher = asyncio.create_task(self.watch())
         try:
             await self.server.serve(sockets=[sock])
