@@ -19,11 +19,13 @@ Where it differs from the protocol:
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,10 +51,11 @@ from deployer.local.state import (
     ReleaseSpec,
     desired_lock,
     log_tail,
-    pid_alive,
     read_acks,
     read_desired,
     read_json,
+    read_lock_pid,
+    remembered_port,
     supervisor_pid,
     write_atomic,
     write_desired,
@@ -112,13 +115,64 @@ CAPABILITIES = Capabilities(
 )
 
 
+def _running_pid(paths: Paths) -> int | None:
+    """The supervisor's pid while it holds its lock, or while this process has just started it.
+
+    Never a pid read from a file alone: after a kill or a reboot that number may be an unrelated
+    process. A supervisor this process started and has not reaped cannot have a reused pid.
+    """
+    pid = supervisor_pid(paths)
+    if pid is not None:
+        return pid
+    proc = _CHILDREN.get(str(paths.root))
+    return proc.pid if proc is not None and proc.poll() is None else None
+
+
 def _live_state(paths: Paths) -> tuple[int | None, dict[str, Any] | None]:
     """The running supervisor's pid and the state it wrote (None while it has written none yet)."""
-    pid = supervisor_pid(paths)
+    pid = _running_pid(paths)
     if pid is None:
         return None, None
     state = read_json(paths.state)
     return pid, state if state is not None and state.get("pid") == pid else None
+
+
+def _check_port(paths: Paths, endpoint: str) -> None:
+    """Refuse, before any change, to start a supervisor whose remembered port another process holds."""
+    desired = read_desired(paths)
+    port = remembered_port(paths, desired.host) if desired is not None else None
+    if port is None or _running_pid(paths) is not None:
+        return
+    assert desired is not None
+    family = socket.AF_INET6 if ":" in desired.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((desired.host, port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                return  # the supervisor reports it
+            raise ConflictError(
+                f"local endpoint {endpoint!r} keeps the port {desired.host}:{port}, "
+                "and another process now listens on it",
+                hint=f"stop the process holding port {port} (`ss -ltnp 'sport = :{port}'` names it), "
+                f"or `deployer destroy {endpoint}` and deploy again to get a new port",
+            ) from e
+
+
+def _stop_orphans(paths: Paths, group: int | None) -> None:
+    """SIGKILL workers left by a dead supervisor: only processes in its process group ``group``.
+
+    A worker pid from an ack file is signalled through its group, and only when that process is
+    in the group: a group with a live member keeps its id, so no unrelated process is hit.
+    """
+    if not group:
+        return
+    for wpid in read_acks(paths):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if wpid != group and os.getpgid(wpid) == group:
+                os.killpg(group, signal.SIGKILL)
+                return
 
 
 def _is_loopback(host: str) -> bool:
@@ -174,7 +228,7 @@ class LocalProvider:
         )
 
     def _start_supervisor(self, paths: Paths) -> int:
-        pid = supervisor_pid(paths)
+        pid = _running_pid(paths)
         if pid is not None:
             return pid
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -188,7 +242,7 @@ class LocalProvider:
                 start_new_session=True,
                 close_fds=True,
             )
-        _CHILDREN[proc.pid] = proc
+        _CHILDREN[str(paths.root)] = proc
         write_atomic(paths.pid, f"{proc.pid}\n".encode(), mode=0o644)
         return proc.pid
 
@@ -222,6 +276,7 @@ class LocalProvider:
             raise StorageError(f"release {release.id} has no packaged artifact to serve")
         opts = self._opts(release)
         paths = self.paths(release.endpoint)
+        _check_port(paths, release.endpoint)
         model_dir = unpack(Path(release.artifact.uri), release.artifact.digest, self.root / "cache")
         spec = ReleaseSpec(
             path=str(model_dir),
@@ -269,6 +324,7 @@ class LocalProvider:
 
     def route(self, endpoint: str, traffic: Traffic) -> Operation:
         paths = self.paths(endpoint)
+        _check_port(paths, endpoint)
         with desired_lock(paths):
             current = read_desired(paths)
             if current is None:
@@ -287,6 +343,7 @@ class LocalProvider:
 
     def scale(self, endpoint: str, release: str, autoscaling: Autoscaling) -> Operation:
         paths = self.paths(endpoint)
+        _check_port(paths, endpoint)
         with desired_lock(paths):
             current = read_desired(paths)
             if current is None or release not in current.releases:
@@ -302,6 +359,7 @@ class LocalProvider:
 
     def retire_release(self, endpoint: str, release: str) -> Operation:
         paths = self.paths(endpoint)
+        _check_port(paths, endpoint)
         with desired_lock(paths):
             current = read_desired(paths)
             if current is None or release not in current.releases:
@@ -322,8 +380,9 @@ class LocalProvider:
 
     def destroy(self, endpoint: str) -> Operation:
         paths = self.paths(endpoint)
-        pid = supervisor_pid(paths)
+        pid = _running_pid(paths)
         if pid is None:
+            _stop_orphans(paths, read_lock_pid(paths))
             shutil.rmtree(paths.root, ignore_errors=True)
             return Operation(kind="destroy", provider=self.name, endpoint=endpoint, done=True)
         with contextlib.suppress(ProcessLookupError):
@@ -374,14 +433,15 @@ class LocalProvider:
 
     def _poll_destroy(self, op: Operation, paths: Paths) -> OperationStatus:
         pid = int(op.ref.get("pid", "0"))
-        if pid_alive(pid):
+        if _running_pid(paths) == pid:  # it still holds the lock: the pid is the supervisor's
             if time.time() - op.started_at > self.options.stop_timeout_s:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+                    if os.getpgid(pid) == pid:
+                        os.killpg(pid, signal.SIGKILL)  # the supervisor and its workers
+                    else:
+                        os.kill(pid, signal.SIGKILL)
             return OperationStatus(state="running", message=f"stopping supervisor {pid}")
-        for wpid in read_acks(paths):
-            if pid_alive(wpid):
-                os.kill(wpid, signal.SIGKILL)
+        _stop_orphans(paths, pid)
         shutil.rmtree(paths.root, ignore_errors=True)
         return OperationStatus(state="succeeded")
 
@@ -418,8 +478,9 @@ class LocalProvider:
         meta = {"dir": str(paths.root)}
         if pid:
             meta["pid"] = str(pid)
-        if state.get("port"):
-            meta["port"] = str(state["port"])
+        port = state.get("port") or remembered_port(paths, desired.host)
+        if port:
+            meta["port"] = str(port)  # the port it keeps, also while stopped
         return Observed(
             endpoint=endpoint,
             url=state.get("url"),
@@ -480,5 +541,5 @@ def _check_mirror(mirror: dict[str, int], releases: dict[str, ReleaseSpec]) -> N
         raise NotFoundError(f"cannot mirror traffic to releases that are not deployed: {', '.join(unknown)}")
 
 
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-"""Supervisors started by this process (kept so they are reaped, never reported as zombies)."""
+_CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
+"""The supervisor this process last started per endpoint directory (kept so it is reaped, never a zombie)."""

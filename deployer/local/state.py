@@ -3,15 +3,21 @@
 Layout of an endpoint directory (``<home>/local/endpoints/<name>/``)::
 
     desired.json       written by the provider (atomic rename): what should run
+    listen.json        written by the supervisor when it first binds: host and port. Never deleted
+                       but by destroy, so the endpoint keeps its port across stops, kills and reboots
     state.json         written by the supervisor: pid, host, port, worker pids, version applied
-    supervisor.pid     the supervisor's pid while it runs
-    supervisor.lock    flock held by the running supervisor (a second one refuses to start)
+    supervisor.pid     the supervisor's pid while it runs (informational)
+    supervisor.lock    flock held by the running supervisor for its whole life; holds its pid
     supervisor.log     the supervisor's and workers' log
     workers/<pid>.json ack of each worker: version applied, releases loaded, load errors
     metrics/<id>.json  each worker's flushed metrics (kept after it exits, for windows)
 
 Readers never see a partial file: every writer writes a temporary file and renames it. This
 module imports nothing heavy (no pydantic) so the supervisor starts fast.
+
+**A supervisor is alive exactly while its lock is held** (:func:`supervisor_pid`). A pid alone
+proves nothing: after a kill or a reboot the number in a file may belong to an unrelated process,
+which must never be signalled. The kernel drops the lock when the holder dies, however it dies.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class Paths:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.desired = self.root / "desired.json"
+        self.listen = self.root / "listen.json"
         self.state = self.root / "state.json"
         self.pid = self.root / "supervisor.pid"
         self.lock = self.root / "supervisor.lock"
@@ -132,10 +139,50 @@ def read_pid(paths: Paths) -> int | None:
         return None
 
 
+def lock_held(path: Path) -> bool:
+    """True while some process holds an ``flock`` on ``path`` (probed with a shared lock, dropped at once).
+
+    A supervisor that tries its exclusive lock during the microseconds of a probe retries
+    (:data:`LOCK_RETRY_S`), so probing never makes it refuse to start.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+LOCK_RETRY_S = 0.5
+"""How long a starting supervisor retries a lock it did not get before it concludes another one runs."""
+
+
 def supervisor_pid(paths: Paths) -> int | None:
-    """The running supervisor's pid, or None when none runs."""
-    pid = read_pid(paths)
+    """The running supervisor's pid (written in its lock file), or None when no supervisor holds the lock."""
+    if not lock_held(paths.lock):
+        return None
+    pid = read_lock_pid(paths)  # None: taken this instant, its pid not written yet
     return pid if pid_alive(pid) else None
+
+
+def read_lock_pid(paths: Paths) -> int | None:
+    """The pid the last supervisor wrote in its lock file, alive or not (say so only with :func:`lock_held`)."""
+    try:
+        return int(paths.lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def remembered_port(paths: Paths, host: str) -> int | None:
+    """The port the endpoint listened on last time on ``host`` (``listen.json``), or None."""
+    data = read_json(paths.listen) or {}
+    port = data.get("port")
+    return port if data.get("host") == host and isinstance(port, int) and port > 0 else None
 
 
 def read_acks(paths: Paths) -> dict[int, dict[str, Any]]:

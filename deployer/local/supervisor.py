@@ -3,11 +3,14 @@
 Started detached by the provider (``python -m deployer.local.supervisor <endpoint_dir>``) or in the
 foreground by ``deployer serve`` (:func:`run_foreground`). It:
 
-1. takes an exclusive ``flock`` on ``supervisor.lock`` (a second supervisor exits with code 3);
+1. takes an exclusive ``flock`` on ``supervisor.lock`` and writes its pid in it: the lock, held for
+   the supervisor's whole life, is what says it is alive (a second supervisor exits with code 3);
 2. imports the flavor libraries and the HTTP stack (the flavor import starts first, in a
    background thread, and is joined before any fork, so forking happens single-threaded);
-3. binds the listening socket (``port`` 0: a free port, or the one it had last time) and writes
-   ``supervisor.pid`` and ``state.json``;
+3. binds the listening socket (``port`` 0: a free port the first time, then the one remembered in
+   ``listen.json``, which outlives stops, kills and reboots; when another process holds it the
+   supervisor exits with code 5 rather than move the endpoint) and writes ``supervisor.pid`` and
+   ``state.json``;
 4. forks ``desired.workers`` workers (:mod:`deployer.local.worker`) that inherit the socket and the
    preloaded modules, restarts crashed ones (with backoff in a crash loop), forks or SIGTERMs
    workers when ``desired.json`` changes the count;
@@ -36,7 +39,17 @@ from pathlib import Path
 
 import orjson
 
-from deployer.local.state import Desired, Paths, read_acks, read_desired, read_json, read_pid, write_atomic
+from deployer.local.state import (
+    LOCK_RETRY_S,
+    Desired,
+    Paths,
+    read_acks,
+    read_desired,
+    read_pid,
+    remembered_port,
+    supervisor_pid,
+    write_atomic,
+)
 
 log = logging.getLogger("deployer.local.supervisor")
 
@@ -45,6 +58,7 @@ STOP_GRACE_S = 12.0
 CRASH_WINDOW_S = 3.0
 EXIT_LOCKED = 3
 EXIT_BAD_STATE = 4
+EXIT_PORT_IN_USE = 5
 RETENTION_S = 900
 HUNG_CHECK_S = 0.5
 SILENT_S = 15.0
@@ -84,24 +98,18 @@ def _preload_http() -> None:
     import deployer.local.worker  # noqa: F401
 
 
-def _bind(host: str, port: int, previous: int | None) -> socket.socket:
+def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    candidates = [port] if port else ([previous, 0] if previous else [0])
-    last: OSError | None = None
-    for p in candidates:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, p))
-        except OSError as e:
-            sock.close()
-            last = e
-            continue
-        sock.listen(2048)
-        sock.set_inheritable(True)
-        return sock
-    assert last is not None
-    raise last
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 class Supervisor:
@@ -128,15 +136,24 @@ class Supervisor:
 
     # -- startup --------------------------------------------------------------------------
     def _lock(self) -> bool:
+        """Take the endpoint's lock for this process's life and write our pid in it; False when another holds it."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:  # not a reader's probe: another supervisor
+                    os.close(fd)
+                    return False
+                time.sleep(0.01)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.lock_fd = fd
         return True
 
@@ -150,7 +167,7 @@ class Supervisor:
         flavors = {r.flavor for r in desired.releases.values()}
         importer = self.importer or start_preload(desired)
         if not self._lock():
-            log.error("another supervisor (pid %s) already serves %s", read_pid(self.paths), self.paths.root)
+            log.error("another supervisor (pid %s) already serves %s", supervisor_pid(self.paths), self.paths.root)
             importer.join()
             return EXIT_LOCKED
         self.paths.workers.mkdir(exist_ok=True)
@@ -158,13 +175,23 @@ class Supervisor:
         for stale in self.paths.workers.glob("*.json"):
             stale.unlink(missing_ok=True)
         self._prune_metrics()
-        previous = (read_json(self.paths.state) or {}).get("port")
+        remembered = remembered_port(self.paths, desired.host)
+        port = desired.port or remembered or 0
         try:
-            self.sock = _bind(desired.host, desired.port, previous if isinstance(previous, int) else None)
+            self.sock = _bind(desired.host, port)
         except OSError as e:
-            log.error("cannot listen on %s:%s: %s", desired.host, desired.port, e)
             importer.join()
+            if e.errno == errno.EADDRINUSE and port == remembered:
+                log.error(
+                    "cannot listen on %s:%d, the port this endpoint keeps: another process holds it (%s); "
+                    "stop that process, or destroy the endpoint to get a new port", desired.host, port, e,
+                )  # fmt: skip
+                return EXIT_PORT_IN_USE
+            log.error("cannot listen on %s:%s: %s", desired.host, port, e)
             return EXIT_BAD_STATE
+        bound = self.sock.getsockname()[1]
+        if bound != remembered:
+            write_atomic(self.paths.listen, orjson.dumps({"host": desired.host, "port": bound}), mode=0o644)
         write_atomic(self.paths.pid, f"{os.getpid()}\n".encode(), mode=0o644)
         self._apply_desired(desired, preload=False)
         _preload_http()

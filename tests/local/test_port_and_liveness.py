@@ -21,17 +21,22 @@ from deployer.errors import ConflictError
 from deployer.local.provider import LocalProvider
 from deployer.local.state import Paths, pid_alive, read_json, supervisor_pid, write_atomic
 from deployer.records import Traffic
+from deployer.spec import Autoscaling
 
 from .conftest import release_for, wait, wait_until
+from .models import ENTRYPOINTS, model_dir
 
 pytestmark = pytest.mark.timeout(90)
 
 POS = [[2.0, 0, 0, 0]]
 
 
-def deployed(provider: LocalProvider, model_dirs: dict[str, Path]) -> int:
-    """Deploy r0001 to ``churn``; its port."""
-    r1 = release_for(provider, model_dirs["a"], "r0001", resources={"replicas": 2})
+def deployed(provider: LocalProvider, tmp_path: Path) -> int:
+    """Deploy r0001 (a python model: the supervisor starts without importing scikit-learn) to ``churn``; its port."""
+    model = model_dir("healthy", tmp_path / "healthy")
+    r1 = release_for(
+        provider, model, "r0001", resources={"replicas": 2}, flavor="python", entrypoint=ENTRYPOINTS["healthy"]
+    )
     assert wait(provider, provider.deploy_release(r1, Traffic.all_to("r0001"))).state == "succeeded"
     return port_of(provider)
 
@@ -64,15 +69,11 @@ def reboot(paths: Paths) -> None:
         f.unlink(missing_ok=True)
 
 
-def test_port_is_kept_after_sigterm_and_a_redeploy(provider: LocalProvider, model_dirs: dict[str, Path]) -> None:
-    port = deployed(provider, model_dirs)
-    stop_supervisor(provider, signal.SIGTERM)
+def test_port_is_kept_across_sigterm_sigkill_and_reboot(provider: LocalProvider, tmp_path: Path) -> None:
+    port = deployed(provider, tmp_path)
+    stop_supervisor(provider, signal.SIGTERM)  # a clean stop, as at shutdown
     redeploy(provider)
     assert port_of(provider) == port
-
-
-def test_port_is_kept_after_sigkill_and_a_reboot(provider: LocalProvider, model_dirs: dict[str, Path]) -> None:
-    port = deployed(provider, model_dirs)
     stop_supervisor(provider, signal.SIGKILL)
     redeploy(provider)
     assert port_of(provider) == port
@@ -81,19 +82,19 @@ def test_port_is_kept_after_sigkill_and_a_reboot(provider: LocalProvider, model_
     redeploy(provider)
     assert port_of(provider) == port
 
-
-def test_remembered_port_taken_is_a_conflict_naming_it(provider: LocalProvider, model_dirs: dict[str, Path]) -> None:
-    port = deployed(provider, model_dirs)
+    # The remembered port taken by another process: a conflict naming it, and nothing changes.
     stop_supervisor(provider, signal.SIGTERM)
+    desired = provider.paths("churn").desired.read_bytes()
     squatter = socket.socket()
     try:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", port))
         squatter.listen(1)
         with pytest.raises(ConflictError) as err:
-            provider.route("churn", Traffic.all_to("r0001"))
+            provider.scale("churn", "r0001", Autoscaling(min=3, max=3))
         assert f"127.0.0.1:{port}" in str(err.value) and "destroy" in (err.value.hint or "")
         assert supervisor_pid(provider.paths("churn")) is None, "no supervisor started elsewhere"
+        assert provider.paths("churn").desired.read_bytes() == desired, "refused before any change"
     finally:
         squatter.close()
     redeploy(provider)
@@ -110,34 +111,19 @@ def stranger() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_reused_pid_is_dead_and_never_signalled(
-    provider: LocalProvider, model_dirs: dict[str, Path], stranger: subprocess.Popen[bytes]
+    provider: LocalProvider, tmp_path: Path, stranger: subprocess.Popen[bytes]
 ) -> None:
-    port = deployed(provider, model_dirs)
+    deployed(provider, tmp_path)
     paths = provider.paths("churn")
     state = read_json(paths.state) or {}
     stop_supervisor(provider, signal.SIGKILL)
     # The dead supervisor's files now name a live, unrelated process, as after pid reuse.
-    write_atomic(paths.pid, f"{stranger.pid}\n".encode())
-    write_atomic(paths.lock, f"{stranger.pid}\n".encode())
+    for f in (paths.pid, paths.lock):
+        write_atomic(f, f"{stranger.pid}\n".encode())
     write_atomic(paths.state, orjson.dumps({**state, "pid": stranger.pid}))
     assert supervisor_pid(paths) is None
     obs = provider.observe("churn")
     assert obs is not None and obs.status == "failed" and "pid" not in obs.meta
-    redeploy(provider)
-    assert port_of(provider) == port
     assert wait(provider, provider.destroy("churn")).state == "succeeded"
-    assert stranger.poll() is None, "the unrelated process was signalled"
-
-
-def test_destroy_of_a_dead_supervisor_with_a_reused_pid(
-    provider: LocalProvider, model_dirs: dict[str, Path], stranger: subprocess.Popen[bytes]
-) -> None:
-    deployed(provider, model_dirs)
-    paths = provider.paths("churn")
-    stop_supervisor(provider, signal.SIGKILL)
-    write_atomic(paths.pid, f"{stranger.pid}\n".encode())
-    write_atomic(paths.lock, f"{stranger.pid}\n".encode())
-    op = provider.destroy("churn")
-    assert wait(provider, op).state == "succeeded"
     assert not paths.root.exists()
     assert stranger.poll() is None, "destroy signalled a pid whose lock is not held"

@@ -27,10 +27,11 @@ import pytest
 
 from deployer.local.provider import LocalProvider
 from deployer.local.state import pid_alive, read_json
-from deployer.records import Traffic
+from deployer.records import Release, Traffic
 from deployer.spec import Autoscaling
 
 from .conftest import release_for, wait, wait_until
+from .models import ENTRYPOINTS, model_dir
 
 pytestmark = pytest.mark.timeout(110)
 
@@ -52,6 +53,7 @@ class KeepAliveLoad:
         self.closed = 0
         self.failures: Counter[str] = Counter()
         self.lock = threading.Lock()
+        self.plain: dict[int, http.client.HTTPConnection] = {}
         senders = [self._httpx] * (CONNECTIONS // 2) + [self._plain] * (CONNECTIONS - CONNECTIONS // 2)
         self.threads = [threading.Thread(target=self._send, args=(s,), daemon=True) for s in senders]
 
@@ -72,12 +74,10 @@ class KeepAliveLoad:
         return resp.status, resp.getheader("connection") or ""
 
     def _conn(self) -> http.client.HTTPConnection:
-        local = threading.current_thread()
-        conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.url.hostname or "127.0.0.1", self.url.port, timeout=10)
-            local.conn = conn  # type: ignore[attr-defined]
-        return conn
+        me = threading.get_ident()
+        if me not in self.plain:
+            self.plain[me] = http.client.HTTPConnection(self.url.hostname or "127.0.0.1", self.url.port, timeout=10)
+        return self.plain[me]
 
     def _send(self, send: object) -> None:
         n = 0
@@ -104,13 +104,20 @@ class KeepAliveLoad:
         try:
             yield self
         finally:
-            self.stop.set()
-            for t in self.threads:
-                t.join(15)
-            self.pool.close()
+            self.finish()
+
+    def finish(self) -> None:
+        """Stop sending (idempotent) and close every connection."""
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+        self.pool.close()
+        for conn in self.plain.values():
+            conn.close()
 
     def check(self) -> None:
-        """No request failed, and retiring workers said ``Connection: close``."""
+        """Once finished: no request failed, and retiring workers said ``Connection: close``."""
+        self.finish()
         assert not self.failures, self.failures
         assert self.closed > 0, "retiring workers ended keep-alive connections with Connection: close"
 
@@ -151,15 +158,26 @@ def drained(provider: LocalProvider, retired: set[int]) -> None:
 
 
 @pytest.fixture()
-def loaded(provider: LocalProvider, model_dirs: dict[str, Path]) -> Iterator[tuple[int, KeepAliveLoad]]:
+def healthy(tmp_path: Path) -> Path:
+    """A python model (the supervisor starts without importing scikit-learn)."""
+    return model_dir("healthy", tmp_path / "healthy")
+
+
+def release(provider: LocalProvider, model: Path, rid: str, replicas: int = 1) -> Release:
+    return release_for(
+        provider, model, rid, resources={"replicas": replicas}, flavor="python", entrypoint=ENTRYPOINTS["healthy"]
+    )
+
+
+@pytest.fixture()
+def loaded(provider: LocalProvider, healthy: Path) -> Iterator[tuple[int, KeepAliveLoad]]:
     """``churn`` serving r0001 on one worker (the survivor of every scale-in) under keep-alive load."""
-    r1 = release_for(provider, model_dirs["a"], "r0001")
+    r1 = release(provider, healthy, "r0001")
     assert wait(provider, provider.deploy_release(r1, Traffic.all_to("r0001"))).state == "succeeded"
     (survivor,) = workers(provider)
     load = KeepAliveLoad(provider.observe("churn").url or "")  # type: ignore[union-attr]
     with load.running():
         yield survivor, load
-    load.check()
 
 
 def test_scale_in_under_keep_alive_load_drops_nothing(
@@ -172,18 +190,20 @@ def test_scale_in_under_keep_alive_load_drops_nothing(
         assert wait(provider, provider.scale("churn", "r0001", Autoscaling(min=1, max=1))).state == "succeeded"
         assert workers(provider) == [survivor]
         drained(provider, retiring)
+    load.check()
     assert load.ok > 0
 
 
 def test_retiring_a_release_with_more_replicas_drops_nothing(
-    provider: LocalProvider, model_dirs: dict[str, Path], loaded: tuple[int, KeepAliveLoad]
+    provider: LocalProvider, healthy: Path, loaded: tuple[int, KeepAliveLoad]
 ) -> None:
     survivor, load = loaded
     for n in range(2, 2 + CYCLES):
-        big = release_for(provider, model_dirs["b"], f"r{n:04d}", resources={"replicas": 3})
+        big = release(provider, healthy, f"r{n:04d}", replicas=3)
         assert wait(provider, provider.deploy_release(big, Traffic.all_to("r0001"))).state == "succeeded"
         retiring = on_retiring(provider, survivor)
         assert wait(provider, provider.retire_release("churn", big.id)).state == "succeeded"
         assert workers(provider) == [survivor]
         drained(provider, retiring)
+    load.check()
     assert load.ok > 0
