@@ -72,6 +72,8 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
+        for sock in sockets or []:
+            sock.close()  # this copy of the listening socket: a restarted supervisor can bind the port
         DrainingProtocol.draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GRACEFUL_S

@@ -25,7 +25,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,6 +60,7 @@ from deployer.local.state import (
     write_desired,
 )
 from deployer.local.store import LocalArtifactStore
+from deployer.local.supervisor import PORT_WAIT_S, bind
 from deployer.local.unpack import unpack
 from deployer.protocols import ProviderContext
 from deployer.records import (
@@ -144,20 +144,16 @@ def _check_port(paths: Paths, endpoint: str) -> None:
     if port is None or _running_pid(paths) is not None:
         return
     assert desired is not None
-    family = socket.AF_INET6 if ":" in desired.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((desired.host, port))
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE:
-                return  # the supervisor reports it
-            raise ConflictError(
-                f"local endpoint {endpoint!r} keeps the port {desired.host}:{port}, "
-                "and another process now listens on it",
-                hint=f"stop the process holding port {port} (`ss -ltnp 'sport = :{port}'` names it), "
-                f"or `deployer destroy {endpoint}` and deploy again to get a new port",
-            ) from e
+    try:
+        bind(desired.host, port, wait_s=PORT_WAIT_S).close()
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            return  # the supervisor reports it
+        raise ConflictError(
+            f"local endpoint {endpoint!r} keeps the port {desired.host}:{port}, and another process now listens on it",
+            hint=f"stop the process holding port {port} (`ss -ltnp 'sport = :{port}'` names it), "
+            f"or `deployer destroy {endpoint}` and deploy again to get a new port",
+        ) from e
 
 
 def _stop_orphans(paths: Paths, group: int | None) -> None:

@@ -59,6 +59,8 @@ CRASH_WINDOW_S = 3.0
 EXIT_LOCKED = 3
 EXIT_BAD_STATE = 4
 EXIT_PORT_IN_USE = 5
+PORT_WAIT_S = 2.0
+"""How long the remembered port may stay in use (a killed endpoint's workers letting go) before it is a conflict."""
 RETENTION_S = 900
 HUNG_CHECK_S = 0.5
 SILENT_S = 15.0
@@ -98,18 +100,25 @@ def _preload_http() -> None:
     import deployer.local.worker  # noqa: F401
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, wait_s: float = 0.0) -> socket.socket:
+    """A socket bound to ``host:port`` (``SO_REUSEADDR``), not yet listening.
+
+    While the port is in use, retries for ``wait_s``: the workers of a supervisor that was just
+    killed let go of the listening socket within a tick of noticing.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    deadline = time.monotonic() + wait_s
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return sock
+        except OSError as e:
+            sock.close()
+            if e.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Supervisor:
@@ -178,7 +187,7 @@ class Supervisor:
         remembered = remembered_port(self.paths, desired.host)
         port = desired.port or remembered or 0
         try:
-            self.sock = _bind(desired.host, port)
+            self.sock = bind(desired.host, port, wait_s=PORT_WAIT_S if port == remembered else 0.0)
         except OSError as e:
             importer.join()
             if e.errno == errno.EADDRINUSE and port == remembered:
@@ -189,6 +198,8 @@ class Supervisor:
                 return EXIT_PORT_IN_USE
             log.error("cannot listen on %s:%s: %s", desired.host, port, e)
             return EXIT_BAD_STATE
+        self.sock.listen(2048)
+        self.sock.set_inheritable(True)
         bound = self.sock.getsockname()[1]
         if bound != remembered:
             write_atomic(self.paths.listen, orjson.dumps({"host": desired.host, "port": bound}), mode=0o644)

@@ -16,7 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from deployer.local.provider import LocalOptions, LocalProvider
-from deployer.local.state import Paths, pid_alive, read_acks, read_pid
+from deployer.local.state import Paths, pid_alive, read_acks, supervisor_pid
 from deployer.protocols import ProviderContext
 from deployer.records import ArtifactRef, Operation, OperationStatus, Release
 from deployer.spec import Target
@@ -55,14 +55,14 @@ def provider(tmp_path: Path) -> Iterator[LocalProvider]:
     # Stop whatever a test left running: every supervisor below this home, its whole process group.
     for pidfile in (tmp_path / "home" / "local" / "endpoints").glob("*/supervisor.pid"):
         paths = Paths(pidfile.parent)
-        pid = read_pid(paths)
+        pid = supervisor_pid(paths)  # alive only while it holds its lock: never a reused pid
         workers = list(read_acks(paths))
-        if pid and pid_alive(pid):
+        if pid:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 15
-            while pid_alive(pid) and time.monotonic() < deadline:
+            while supervisor_pid(paths) == pid and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if pid_alive(pid):
+            if supervisor_pid(paths) == pid:
                 os.killpg(pid, signal.SIGKILL)
         for w in workers:
             if pid_alive(w):

@@ -7,6 +7,7 @@ endpoint directory: the supervisor and its workers are gone (SIGKILL) and the ru
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -82,6 +83,18 @@ def test_port_is_kept_across_sigterm_sigkill_and_reboot(provider: LocalProvider,
     redeploy(provider)
     assert port_of(provider) == port
 
+    # SIGKILL while a client holds a keep-alive connection: the orphaned workers drain it, but they
+    # let go of the listening socket at once, so a redeploy right away gets the port back.
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    client.request("POST", "/predict", body=b"[[1, 2, 3, 4]]")
+    assert client.getresponse().read()
+    pid = supervisor_pid(provider.paths("churn"))
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: supervisor_pid(provider.paths("churn")) is None, what="the supervisor to die")
+    redeploy(provider)
+    assert port_of(provider) == port
+
     # The remembered port taken by another process: a conflict naming it, and nothing changes.
     stop_supervisor(provider, signal.SIGTERM)
     desired = provider.paths("churn").desired.read_bytes()
@@ -99,6 +112,20 @@ def test_port_is_kept_across_sigterm_sigkill_and_reboot(provider: LocalProvider,
         squatter.close()
     redeploy(provider)
     assert port_of(provider) == port
+
+    # The same kill, then destroy at once: the orphaned workers, still draining, go too.
+    client.close()
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    client.request("POST", "/predict", body=b"[[1, 2, 3, 4]]")
+    assert client.getresponse().read()
+    paths = provider.paths("churn")
+    pid, workers = supervisor_pid(paths), (read_json(paths.state) or {}).get("workers", [])
+    assert pid is not None and workers
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: supervisor_pid(paths) is None, what="the supervisor to die")
+    assert wait(provider, provider.destroy("churn")).state == "succeeded"
+    wait_until(lambda: not any(pid_alive(w) for w in workers), timeout=2, what="orphaned workers killed by destroy")
+    client.close()
 
 
 @pytest.fixture()
