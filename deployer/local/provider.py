@@ -19,7 +19,6 @@ Where it differs from the protocol:
 from __future__ import annotations
 
 import contextlib
-import errno
 import http.client
 import ipaddress
 import os
@@ -44,6 +43,7 @@ from deployer.errors import (
     StorageError,
     TransientError,
 )
+from deployer.local.liveness import check_port, running_pid, started, stop_orphans
 from deployer.local.state import (
     Desired,
     Paths,
@@ -55,12 +55,10 @@ from deployer.local.state import (
     read_json,
     read_lock_pid,
     remembered_port,
-    supervisor_pid,
     write_atomic,
     write_desired,
 )
 from deployer.local.store import LocalArtifactStore
-from deployer.local.supervisor import PORT_WAIT_S, bind
 from deployer.local.unpack import unpack
 from deployer.protocols import ProviderContext
 from deployer.records import (
@@ -115,60 +113,13 @@ CAPABILITIES = Capabilities(
 )
 
 
-def _running_pid(paths: Paths) -> int | None:
-    """The supervisor's pid while it holds its lock, or while this process has just started it.
-
-    Never a pid read from a file alone: after a kill or a reboot that number may be an unrelated
-    process. A supervisor this process started and has not reaped cannot have a reused pid.
-    """
-    pid = supervisor_pid(paths)
-    if pid is not None:
-        return pid
-    proc = _CHILDREN.get(str(paths.root))
-    return proc.pid if proc is not None and proc.poll() is None else None
-
-
 def _live_state(paths: Paths) -> tuple[int | None, dict[str, Any] | None]:
     """The running supervisor's pid and the state it wrote (None while it has written none yet)."""
-    pid = _running_pid(paths)
+    pid = running_pid(paths)
     if pid is None:
         return None, None
     state = read_json(paths.state)
     return pid, state if state is not None and state.get("pid") == pid else None
-
-
-def _check_port(paths: Paths, endpoint: str) -> None:
-    """Refuse, before any change, to start a supervisor whose remembered port another process holds."""
-    desired = read_desired(paths)
-    port = remembered_port(paths, desired.host) if desired is not None else None
-    if port is None or _running_pid(paths) is not None:
-        return
-    assert desired is not None
-    try:
-        bind(desired.host, port, wait_s=PORT_WAIT_S).close()
-    except OSError as e:
-        if e.errno != errno.EADDRINUSE:
-            return  # the supervisor reports it
-        raise ConflictError(
-            f"local endpoint {endpoint!r} keeps the port {desired.host}:{port}, and another process now listens on it",
-            hint=f"stop the process holding port {port} (`ss -ltnp 'sport = :{port}'` names it), "
-            f"or `deployer destroy {endpoint}` and deploy again to get a new port",
-        ) from e
-
-
-def _stop_orphans(paths: Paths, group: int | None) -> None:
-    """SIGKILL workers left by a dead supervisor: only processes in its process group ``group``.
-
-    A worker pid from an ack file is signalled through its group, and only when that process is
-    in the group: a group with a live member keeps its id, so no unrelated process is hit.
-    """
-    if not group:
-        return
-    for wpid in read_acks(paths):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if wpid != group and os.getpgid(wpid) == group:
-                os.killpg(group, signal.SIGKILL)
-                return
 
 
 def _is_loopback(host: str) -> bool:
@@ -224,7 +175,7 @@ class LocalProvider:
         )
 
     def _start_supervisor(self, paths: Paths) -> int:
-        pid = _running_pid(paths)
+        pid = running_pid(paths)
         if pid is not None:
             return pid
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -238,7 +189,7 @@ class LocalProvider:
                 start_new_session=True,
                 close_fds=True,
             )
-        _CHILDREN[str(paths.root)] = proc
+        started(paths, proc)
         write_atomic(paths.pid, f"{proc.pid}\n".encode(), mode=0o644)
         return proc.pid
 
@@ -272,7 +223,7 @@ class LocalProvider:
             raise StorageError(f"release {release.id} has no packaged artifact to serve")
         opts = self._opts(release)
         paths = self.paths(release.endpoint)
-        _check_port(paths, release.endpoint)
+        check_port(paths, release.endpoint)
         model_dir = unpack(Path(release.artifact.uri), release.artifact.digest, self.root / "cache")
         spec = ReleaseSpec(
             path=str(model_dir),
@@ -320,7 +271,7 @@ class LocalProvider:
 
     def route(self, endpoint: str, traffic: Traffic) -> Operation:
         paths = self.paths(endpoint)
-        _check_port(paths, endpoint)
+        check_port(paths, endpoint)
         with desired_lock(paths):
             current = read_desired(paths)
             if current is None:
@@ -339,7 +290,7 @@ class LocalProvider:
 
     def scale(self, endpoint: str, release: str, autoscaling: Autoscaling) -> Operation:
         paths = self.paths(endpoint)
-        _check_port(paths, endpoint)
+        check_port(paths, endpoint)
         with desired_lock(paths):
             current = read_desired(paths)
             if current is None or release not in current.releases:
@@ -355,7 +306,7 @@ class LocalProvider:
 
     def retire_release(self, endpoint: str, release: str) -> Operation:
         paths = self.paths(endpoint)
-        _check_port(paths, endpoint)
+        check_port(paths, endpoint)
         with desired_lock(paths):
             current = read_desired(paths)
             if current is None or release not in current.releases:
@@ -376,9 +327,9 @@ class LocalProvider:
 
     def destroy(self, endpoint: str) -> Operation:
         paths = self.paths(endpoint)
-        pid = _running_pid(paths)
+        pid = running_pid(paths)
         if pid is None:
-            _stop_orphans(paths, read_lock_pid(paths))
+            stop_orphans(paths, read_lock_pid(paths))
             shutil.rmtree(paths.root, ignore_errors=True)
             return Operation(kind="destroy", provider=self.name, endpoint=endpoint, done=True)
         with contextlib.suppress(ProcessLookupError):
@@ -429,7 +380,7 @@ class LocalProvider:
 
     def _poll_destroy(self, op: Operation, paths: Paths) -> OperationStatus:
         pid = int(op.ref.get("pid", "0"))
-        if _running_pid(paths) == pid:  # it still holds the lock: the pid is the supervisor's
+        if running_pid(paths) == pid:  # it still holds the lock: the pid is the supervisor's
             if time.time() - op.started_at > self.options.stop_timeout_s:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     if os.getpgid(pid) == pid:
@@ -437,7 +388,7 @@ class LocalProvider:
                     else:
                         os.kill(pid, signal.SIGKILL)
             return OperationStatus(state="running", message=f"stopping supervisor {pid}")
-        _stop_orphans(paths, pid)
+        stop_orphans(paths, pid)
         shutil.rmtree(paths.root, ignore_errors=True)
         return OperationStatus(state="succeeded")
 
@@ -535,7 +486,3 @@ def _check_mirror(mirror: dict[str, int], releases: dict[str, ReleaseSpec]) -> N
     unknown = sorted(set(mirror) - set(releases))
     if unknown:
         raise NotFoundError(f"cannot mirror traffic to releases that are not deployed: {', '.join(unknown)}")
-
-
-_CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
-"""The supervisor this process last started per endpoint directory (kept so it is reaped, never a zombie)."""
