@@ -109,9 +109,7 @@ class Clients:
             c = self._clients.get(service)
             if c is None:
                 kwargs: dict[str, Any] = {"config": _config(self.region)}
-                url = os.environ.get("AWS_ENDPOINT_URL")
-                svc_env = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
-                url = os.environ.get(svc_env, url)
+                url = endpoint_override(service)
                 if url:
                     kwargs["endpoint_url"] = url
                 c = self._get_session().client(service, **kwargs)
@@ -124,6 +122,13 @@ class Clients:
 
     def account_id(self) -> str:
         return str(self.client("sts").get_caller_identity()["Account"])
+
+
+def endpoint_override(service: str) -> str | None:
+    """The endpoint URL the environment sets for ``service`` (``AWS_ENDPOINT_URL_<SERVICE>``, else
+    ``AWS_ENDPOINT_URL``), as botocore reads them; None for the public endpoint."""
+    per_service = os.environ.get("AWS_ENDPOINT_URL_" + service.upper().replace("-", "_"))
+    return per_service or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def _within_deadline(**_: Any) -> bool | None:
@@ -145,3 +150,18 @@ def instance_types() -> frozenset[str]:
 
 
 _INSTANCE_TYPES: frozenset[str] | None = None
+
+
+def regions() -> frozenset[str]:
+    """Regions where SageMaker runs, in every partition, from botocore's bundled endpoint data (offline)."""
+    global _REGIONS
+    if _REGIONS is None:
+        session = boto3.session.Session()
+        found: set[str] = set()
+        for partition in session.get_available_partitions():
+            found |= set(session.get_available_regions("sagemaker", partition_name=partition))
+        _REGIONS = frozenset(found)
+    return _REGIONS
+
+
+_REGIONS: frozenset[str] | None = None
