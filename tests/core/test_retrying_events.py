@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from memory_rig import Rig
 
 from deployer.errors import TransientError
 from deployer.events import Event, Retrying
 from deployer.testing.memory import FaultPlan
-
-from memory_rig import Rig
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -131,11 +131,35 @@ def endpoint_override(service: str) -> str | None:
     return per_service or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def _within_deadline(**_: Any) -> bool | None:
+def endpoint_override_any() -> str | None:
+    """``AWS_ENDPOINT_URL``, else any ``AWS_ENDPOINT_URL_<SERVICE>`` set: the client talks to something
+    other than AWS (a mock, LocalStack)."""
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return os.environ["AWS_ENDPOINT_URL"]
+    return next((v for k, v in sorted(os.environ.items()) if k.startswith("AWS_ENDPOINT_URL_") and v), None)
+
+
+def web_page(response: dict[str, Any]) -> bool:
+    """Whether a parsed error response is an HTML page (AWS APIs answer JSON or XML, never HTML)."""
+    meta = response.get("ResponseMetadata")
+    headers = meta.get("HTTPHeaders", {}) if isinstance(meta, dict) else {}
+    kind = str(headers.get("content-type", "")).lower() if isinstance(headers, dict) else ""
+    err = response.get("Error")
+    body = str(err.get("Message", "")).lstrip().lower() if isinstance(err, dict) else ""
+    return kind.startswith("text/html") or body.startswith(("<!doctype html", "<html"))
+
+
+def _within_deadline(response: Any = None, **_: Any) -> bool | None:
     """``needs-retry`` handler, run before botocore's own: False (no retry) once the core's retry
-    deadline is spent; None lets botocore decide."""
+    deadline is spent, or when a mock (an endpoint override) answered with a web page, which asking
+    again cannot change; None lets botocore decide."""
     left = retry.remaining_s()
-    return False if left is not None and left <= 0 else None
+    if left is not None and left <= 0:
+        return False
+    parsed = response[1] if isinstance(response, tuple) and len(response) == 2 else None
+    if isinstance(parsed, dict) and endpoint_override_any() is not None and web_page(parsed):
+        return False
+    return None
 
 
 def instance_types() -> frozenset[str]:

@@ -19,7 +19,7 @@ few request fields. Here, following the API reference:
   variant names and must not touch a variant that is still a scalable target (see ``_guarded_rules``).
 * UpdateEndpointWeightsAndCapacities keeps instance counts that the request leaves out.
 
-sagemaker-runtime and CloudWatch: see tests/aws/fake_runtime.py (the model runs for real; its
+sagemaker-runtime and CloudWatch: see deployer_aws/testing/runtime.py (the model runs for real; its
 invocations reach CloudWatch after the publication delay). moto's GetMetricData answers percentile
 statistics (``p99``) with null; CloudWatch computes them. Here ``pNN`` is the nearest-rank percentile
 of the raw values put in the period.
@@ -45,7 +45,7 @@ from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker
 from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
-from .fake_runtime import Runtime, decode_body, model_error
+from deployer_aws.testing.runtime import Runtime, decode_body, model_error
 
 DEFAULT_POLLS = 4
 
