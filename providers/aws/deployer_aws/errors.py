@@ -137,7 +137,7 @@ def _not_an_aws_answer(op: str, status: int) -> ProviderError:
     where = f"the endpoint at {override}" if override else "the endpoint"
     return NotImplementedByEndpointError(
         f"{op}: {where} answered HTTP {status} with a web page instead of an AWS response: "
-        f"this mock does not implement {op}",
+        "this mock does not implement it",
         code="NotImplemented",
         hint="try the provider offline with `python -m deployer_aws.testing` (moto with the SageMaker APIs "
         "deployer needs; see docs/providers/aws.md), or unset AWS_ENDPOINT_URL to use AWS",
