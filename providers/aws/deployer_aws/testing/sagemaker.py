@@ -102,14 +102,14 @@ def _arn(backend: Any, kind: str, name: str) -> str:
 
 
 def _create_model(self: Any, **kwargs: Any) -> Any:
-    name = kwargs.get("model_name")
+    name = str(kwargs.get("model_name"))
     if name in self._models:
         raise ValidationError(message=f'Cannot create already existing model "{_arn(self, "model", name)}".')
     return _orig["create_model"](self, **kwargs)
 
 
 def _create_endpoint_config(self: Any, **kwargs: Any) -> Any:
-    name = kwargs.get("endpoint_config_name")
+    name = str(kwargs.get("endpoint_config_name"))
     if name in self.endpoint_configs:
         arn = _arn(self, "endpoint-config", name)
         raise ValidationError(message=f'Cannot create already existing endpoint configuration "{arn}".')
@@ -182,7 +182,7 @@ def _guarded_rules(self: Any, ep: FakeEndpoint, cfg: Any, deployment: dict[str, 
     old = {v["VariantName"]: v for v in self.endpoint_configs[ep.endpoint_config_name].production_variants}
     new = {v["VariantName"]: v for v in cfg.production_variants}
     scalable = _scalable_variants(self, ep.endpoint_name) & set(old)
-    guarded = bool(deployment) and ("BlueGreenUpdatePolicy" in deployment or "RollingUpdatePolicy" in deployment)
+    guarded = deployment is not None and ("BlueGreenUpdatePolicy" in deployment or "RollingUpdatePolicy" in deployment)
     if guarded:
         # "When doing a blue/green or rolling deployment, your new endpoint configuration must have the
         # same variant name as the old endpoint configuration."
@@ -365,9 +365,9 @@ def uninstall() -> None:
         else:
             delattr(SageMakerModelBackend, name)
     if _orig.get("resp_update_endpoint") is not None:
-        SageMakerResponse.update_endpoint = _orig["resp_update_endpoint"]
+        SageMakerResponse.update_endpoint = _orig["resp_update_endpoint"]  # type: ignore[attr-defined]
     else:
-        del SageMakerResponse.update_endpoint
+        del SageMakerResponse.update_endpoint  # type: ignore[attr-defined]
     Statistics.get_statistics_for_type = _orig["get_statistics_for_type"]  # type: ignore[method-assign]
     SageMakerRuntimeResponse.invoke_endpoint = _orig["invoke"]  # type: ignore[method-assign]
     SageMakerResponse.call_action = _orig["call_action"]  # type: ignore[method-assign]
