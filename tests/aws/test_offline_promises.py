@@ -234,7 +234,7 @@ def test_an_unreachable_sagemaker_shows_retrying_within_seconds(moto_server: str
             time.sleep(0.2)
         seen = log.read_text()
         assert "retrying provider call" in seen, seen
-        assert "Could not connect to the endpoint URL" in seen and "s left" in seen
+        assert "DescribeEndpoint: Could not connect to the endpoint URL" in seen and "s left" in seen
         assert time.monotonic() - start < 45
     finally:
         proc.kill()

@@ -198,7 +198,7 @@ def translate(exc: BaseException, operation: str | None = None) -> ProviderError
         exc,
         _sdk.EndpointConnectionError | _sdk.ConnectTimeoutError | _sdk.ReadTimeoutError | _sdk.ConnectionClosedError,
     ):
-        return TransientError(str(exc), code=type(exc).__name__)
+        return TransientError(f"{operation}: {exc}" if operation else str(exc), code=type(exc).__name__)
     if isinstance(exc, _sdk.ParamValidationError):
         return ProviderError(str(exc), code="ParamValidation")
     return ProviderError(str(exc), code=type(exc).__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--region", default=DEFAULT_REGION, help=f"region to print (default: {DEFAULT_REGION})")
     parser.add_argument("--bucket", default=None, help="S3 bucket to create for artifacts (provider_options.bucket)")
     args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     aws = start(args.port, args.region, args.bucket)
     for key, value in aws.env().items():
         print(f"export {key}={value}", flush=True)
