@@ -24,6 +24,7 @@ Rules (DESIGN.md, "Rules of the engine"):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -132,7 +133,7 @@ class Engine:
 
     def retrying(self, op: Operation) -> Callable[[DeployerError, float], None]:
         """``wait_for``'s ``on_retry`` for ``op``: a Retrying event per transient poll error."""
-        attempts = iter(range(1, 1 << 62))
+        attempts = itertools.count(1)
 
         def report(error: DeployerError, left_s: float) -> None:
             self.emit(
