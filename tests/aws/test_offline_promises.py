@@ -4,12 +4,13 @@
 * ``plan``'s checks make no network call: a spec with ``image`` set is validated without a connection.
 * The printed invocation URL follows ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``.
 * ``observe`` reports replicas per release (per production variant).
-* A deploy whose SageMaker endpoint is unreachable shows ``retrying`` within seconds.
+* A deploy or a plan whose SageMaker endpoint is unreachable shows ``retrying`` within seconds.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from deployer.testing import make_model
 
 from .helpers import BUCKET, REGION, ROLE, SKLEARN_CONTAINER, release, wait
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(150)
 
 
 def _spec_text(model: Path, region: str = REGION, image: str | None = None) -> str:
@@ -209,8 +210,9 @@ def test_observe_reports_replicas_per_release(provider: AwsProvider, artifact: A
 # -- progress when SageMaker cannot be reached ---------------------------------------------------
 
 
-def test_an_unreachable_sagemaker_shows_retrying_within_seconds(moto_server: str, tmp_path: Path) -> None:
-    """S3 answers (moto), SageMaker's URL is a loopback port nobody listens on: the deploy says so."""
+@pytest.mark.parametrize("command", ["deploy", "plan"])
+def test_an_unreachable_sagemaker_shows_retrying_within_seconds(moto_server: str, tmp_path: Path, command: str) -> None:
+    """S3 answers (moto), SageMaker's URL is a loopback port nobody listens on: the command says so."""
     requests.post(f"{moto_server}/moto-api/reset", timeout=10)
     boto3.client("s3", region_name=REGION, endpoint_url=moto_server).create_bucket(Bucket=BUCKET)
     dead = f"http://127.0.0.1:{_free_port()}"
@@ -219,7 +221,7 @@ def test_an_unreachable_sagemaker_shows_retrying_within_seconds(moto_server: str
     start = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deployer", "deploy", str(_write_spec(tmp_path))],
+            [sys.executable, "-m", "deployer", command, str(_write_spec(tmp_path))],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -227,15 +229,17 @@ def test_an_unreachable_sagemaker_shows_retrying_within_seconds(moto_server: str
         )
     try:
         seen = ""
-        while time.monotonic() - start < 45 and proc.poll() is None:
+        while time.monotonic() - start < 100 and proc.poll() is None:  # silent, it would end after 120 s
             seen = log.read_text()
             if "retrying" in seen:
                 break
             time.sleep(0.2)
         seen = log.read_text()
         assert "retrying provider call" in seen, seen
-        assert "DescribeEndpoint: Could not connect to the endpoint URL" in seen and "s left" in seen
-        assert time.monotonic() - start < 45
+        assert "DescribeEndpoint: Could not connect to the endpoint URL" in seen
+        # the first retry is reported with most of the call's 120 s deadline left, however busy the machine
+        first = re.search(r"attempt 1, (\d+)s left", seen)
+        assert first is not None and int(first.group(1)) >= 100, seen
     finally:
         proc.kill()
         proc.wait(timeout=10)
