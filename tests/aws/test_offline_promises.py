@@ -137,11 +137,13 @@ def test_an_unknown_region_without_a_near_name_says_only_unknown() -> None:
 # -- offline validation with an image ------------------------------------------------------------
 
 
-def test_validating_a_spec_with_an_image_makes_no_connection(recorder: ConnectionRecorder, tmp_path: Path) -> None:
+def test_validating_a_spec_with_an_image_makes_no_connection(
+    recorder: ConnectionRecorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Everything ``plan`` checks before it reads the endpoint runs without a connection."""
     from deployer import api
 
-    os.environ["AWS_ENDPOINT_URL"] = recorder.url  # the _aws_env fixture restores the environment
+    monkeypatch.setenv("AWS_ENDPOINT_URL", recorder.url)
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/deployer-serving:1.0"
     spec = Spec.model_validate(
         {
