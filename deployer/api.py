@@ -204,10 +204,11 @@ def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_even
         ledger.close()
 
 
-def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
+def plan(spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None) -> Plan:
     """What ``apply`` would do. Reads the provider and ledger; writes nothing.
 
     Raises :class:`~deployer.errors.ConflictError` when the endpoint serves releases this ledger does not know.
+    ``on_event`` receives the :class:`~deployer.events.Retrying` events of those reads.
     """
     from deployer.planning import make_plan
 
@@ -215,7 +216,7 @@ def plan(spec: Spec | str | Path, *, env: str | None = None) -> Plan:
     prep = prepare(s)
     ledger = open_ledger(s.state.path)
     try:
-        engine = Engine(prep.provider, ledger)
+        engine = Engine(prep.provider, ledger, on_event=on_event)
         observed = engine.observe_owned(s.name)
         return make_plan(s, prep.candidate, observed, engine.head(s.name), artifact_present=prep.upload is None)
     finally:

@@ -120,7 +120,7 @@ def plan(spec: str, env: str | None, as_json: bool) -> None:
     def body(r: Renderer) -> None:
         from deployer import api
 
-        p = api.plan(spec, env=env)
+        p = api.plan(spec, env=env, on_event=r)
 
         def human() -> None:
             if p.noop:

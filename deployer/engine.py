@@ -24,6 +24,7 @@ Rules (DESIGN.md, "Rules of the engine"):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,6 +40,7 @@ from deployer.events import (
     PlanReady,
     Progress,
     Promoted,
+    Retrying,
     RolledBack,
     StepDone,
     StepStarted,
@@ -121,12 +123,41 @@ class Engine:
                 detail={"event": event.kind, "error": getattr(sent, "error", None)},
             )
 
-    def call(self, fn: Callable[[], T]) -> T:
-        return retry.call(fn, sleep=self.clock.sleep)
+    def call(self, fn: Callable[[], T], endpoint: str = "") -> T:
+        """A provider call under the retry policy; each transient error retried is a Retrying event."""
+
+        def retrying(error: BaseException, attempt: int, left_s: float) -> None:
+            self.emit(Retrying(endpoint, operation="provider call", reason=str(error), attempt=attempt, left_s=left_s))
+
+        return retry.call(fn, sleep=self.clock.sleep, on_retry=retrying)
+
+    def retrying(self, op: Operation) -> Callable[[DeployerError, float], None]:
+        """``wait_for``'s ``on_retry`` for ``op``: a Retrying event per transient poll error."""
+        attempts = itertools.count(1)
+
+        def report(error: DeployerError, left_s: float) -> None:
+            self.emit(
+                Retrying(
+                    op.endpoint,
+                    operation=op.kind,
+                    release=op.release,
+                    reason=str(error),
+                    attempt=next(attempts),
+                    left_s=left_s,
+                )
+            )
+
+        return report
 
     def wait(self, op: Operation, what: str, timeout_s: float | None = None) -> None:
         """Wait for ``op``; raise ProviderError with the provider's message when it failed."""
-        status = wait_for(op, self.provider.poll, timeout_s=timeout_s or self.timeout_s, clock=self.clock)
+        status = wait_for(
+            op,
+            self.provider.poll,
+            timeout_s=timeout_s or self.timeout_s,
+            clock=self.clock,
+            on_retry=self.retrying(op),
+        )
         if status.state == "failed":
             raise ProviderError(f"{what} failed: {status.message or 'no reason given'}")
 
@@ -147,7 +178,7 @@ class Engine:
 
     def observe_owned(self, endpoint: str) -> Observed | None:
         """Observe ``endpoint`` and refuse (ConflictError) when it serves releases this ledger does not know."""
-        observed = self.call(lambda: self.provider.observe(endpoint))
+        observed = self.call(lambda: self.provider.observe(endpoint), endpoint)
         check_owned(endpoint, observed, self.head(endpoint), str(self.ledger.path))
         return observed
 
@@ -178,7 +209,7 @@ class Engine:
         self.emit(StepDone(endpoint, step=step.kind, release=step.release, detail=step.describe()))
 
     def route(self, endpoint: str, traffic: Traffic) -> None:
-        op = self.call(lambda: self.provider.route(endpoint, traffic))
+        op = self.call(lambda: self.provider.route(endpoint, traffic), endpoint)
         self.wait(op, f"traffic change on {endpoint}")
         self.ledger.set_traffic(endpoint, traffic)
         self.emit(TrafficChanged(endpoint, weights=dict(traffic.weights)))
@@ -191,20 +222,20 @@ class Engine:
         """
         if release.artifact is not None:
             digest = release.artifact.digest
-            found = self.call(lambda: self.provider.store().find(digest))
+            found = self.call(lambda: self.provider.store().find(digest), release.endpoint)
             if found is None:
                 raise NoPreviousReleaseError(
                     f"the artifact sha256:{digest[:12]} of {release.id} is not in the store",
                     hint="deploy the model again from its spec",
                 )
             release = release.model_copy(update={"artifact": found})
-        op = self.call(lambda: self.provider.deploy_release(release, traffic))
+        op = self.call(lambda: self.provider.deploy_release(release, traffic), release.endpoint)
         self.ledger.journal(
             release.endpoint, release.id, f"deploy_release:{release.id}", "sent", operation=op.model_dump()
         )
         self.wait(op, f"release {release.id}", timeout_s)
         self.ledger.set_release(release.endpoint, release.id, running=True)
-        observed = self.call(lambda: self.provider.observe(release.endpoint))
+        observed = self.call(lambda: self.provider.observe(release.endpoint), release.endpoint)
         if observed is not None:
             self.ledger.set_endpoint_facts(release.endpoint, url=observed.url, meta=observed.meta)
 
@@ -215,7 +246,7 @@ class Engine:
         return bool(getattr(self.provider, "retire_failed_default", True))
 
     def retire(self, endpoint: str, release_id: str) -> None:
-        op = self.call(lambda: self.provider.retire_release(endpoint, release_id))
+        op = self.call(lambda: self.provider.retire_release(endpoint, release_id), endpoint)
         self.wait(op, f"retiring {release_id}")
         self.ledger.set_release(endpoint, release_id, running=False)
 
@@ -264,7 +295,7 @@ class Engine:
             if not done:
                 self._interrupted(spec, plan, release, e)
             raise
-        obs = self.call(lambda: self.provider.observe(endpoint))
+        obs = self.call(lambda: self.provider.observe(endpoint), endpoint)
         url = obs.url if obs else None
         outcome = "cleanup_failed" if errors else "resumed" if resumed else "deployed"
         return Outcome(endpoint, release.id, outcome, url, plan, cleanup_errors=errors)
@@ -320,7 +351,7 @@ class Engine:
         return row.release
 
     def _observed_traffic(self, endpoint: str) -> Traffic:
-        obs = self.call(lambda: self.provider.observe(endpoint))
+        obs = self.call(lambda: self.provider.observe(endpoint), endpoint)
         return obs.traffic if obs else Traffic()
 
     def _promote(self, endpoint: str, release: Release, baseline: str | None) -> dict[str, Any]:
@@ -337,12 +368,16 @@ class Engine:
         rollout = getattr(self.provider, "rollout_native", None)
         if rollout is None or not self.provider.capabilities.native_rollout:
             raise CapabilityError(f"strategy.native: {self.provider.capabilities.reason('native_rollout')}")
-        op = self.call(lambda: rollout(release, baseline, spec))
+        op = self.call(lambda: rollout(release, baseline, spec), release.endpoint)
         self.ledger.journal(
             release.endpoint, release.id, f"native_rollout:{release.id}", "sent", operation=op.model_dump()
         )
         status = wait_for(
-            op, self.provider.poll, timeout_s=min(spec.strategy.ready_timeout_s, self.timeout_s), clock=self.clock
+            op,
+            self.provider.poll,
+            timeout_s=min(spec.strategy.ready_timeout_s, self.timeout_s),
+            clock=self.clock,
+            on_retry=self.retrying(op),
         )
         if status.state == "failed":
             raise ProviderError(
@@ -358,7 +393,7 @@ class Engine:
 
     def apply_scale(self, endpoint: str, rid: str, auto: Autoscaling) -> dict[str, Any]:
         """Scale ``rid`` and record the applied autoscaling on its ledger row."""
-        op = self.call(lambda: self.provider.scale(endpoint, rid, auto))
+        op = self.call(lambda: self.provider.scale(endpoint, rid, auto), endpoint)
         self.wait(op, f"scaling {rid}")
         self.ledger.set_release(endpoint, rid, autoscaling=auto)
         return {"autoscaling": auto.model_dump(mode="json")}
@@ -372,7 +407,7 @@ class Engine:
                 continue
 
             def delete(digest: str = digest) -> None:
-                self.call(partial(self.provider.store().delete, digest))
+                self.call(partial(self.provider.store().delete, digest), endpoint)
                 self.ledger.mark_pruned(endpoint, digest)
 
             step = Step("prune", rid, note=f"artifact sha256:{digest[:12]}")
@@ -545,7 +580,7 @@ class Engine:
             )
         except DeployerError:
             # the answer may be lost after the change was made: the ledger follows what the provider serves
-            now = self.call(lambda: self.provider.observe(endpoint))
+            now = self.call(lambda: self.provider.observe(endpoint), endpoint)
             if now is None or now.traffic != Traffic.all_to(target.id):
                 raise
             self.ledger.set_traffic(endpoint, now.traffic)
@@ -563,7 +598,7 @@ class Engine:
             self.cleanup(
                 endpoint, step, partial(self.step, endpoint, step, partial(self.retire, endpoint, live.id)), errors
             )
-        obs = self.call(lambda: self.provider.observe(endpoint))
+        obs = self.call(lambda: self.provider.observe(endpoint), endpoint)
         return Outcome(
             endpoint,
             target.id,
@@ -585,7 +620,7 @@ class Engine:
         self.observe_owned(endpoint)
 
         def do() -> None:
-            op = self.call(lambda: self.provider.destroy(endpoint))
+            op = self.call(lambda: self.provider.destroy(endpoint), endpoint)
             self.wait(op, f"destroying {endpoint}")
             for row in self.ledger.releases(endpoint):
                 if row.status == "live":

@@ -55,6 +55,21 @@ class Progress(Event):
 
 
 @dataclass(frozen=True)
+class Retrying(Event):
+    """A provider call or a wait met a transient error (throttling, 5xx, an unreachable endpoint) and
+    will try again: why nothing moves, and how long the deadline still allows."""
+
+    kind: str = field(init=False, default="retrying")
+    operation: str = ""
+    """What is retried: a provider call (``provider call``) or the operation waited on (``deploy_release``)."""
+    release: str | None = None
+    reason: str = ""
+    attempt: int = 1
+    left_s: float = 0.0
+    """Seconds left before the call's or the wait's deadline."""
+
+
+@dataclass(frozen=True)
 class TrafficChanged(Event):
     kind: str = field(init=False, default="traffic.changed")
     weights: dict[str, int] = field(default_factory=dict)

@@ -72,6 +72,12 @@ class Renderer:
             self.console.print(f"[green]★ {event.release} is live[/]")
         elif kind == "cleanup.failed":
             self.console.print(f"[yellow]! cleanup {event.step} failed: {event.error}[/]")
+        elif kind == "retrying":
+            from rich.markup import escape
+
+            what = f"{event.operation} of {event.release}" if event.release else event.operation
+            line = f"retrying {what} (attempt {event.attempt}, {event.left_s:.0f}s left): {event.reason}"
+            self.console.print(f"[yellow]  {escape(line)}[/]", soft_wrap=True)
         elif kind == "adopted":
             self.console.print(f"  adopted {', '.join(sorted(event.releases))}; live: {event.live}")
         elif kind == "interrupted":

@@ -83,11 +83,13 @@ def wait_for(
     backoff: Backoff | None = None,
     on_poll: Callable[[OperationStatus], None] | None = None,
     rng: random.Random | None = None,
+    on_retry: Callable[[TransientError, float], None] | None = None,
 ) -> OperationStatus:
     """Poll ``op`` until it is terminal or ``timeout_s`` passes.
 
     Returns the terminal status (``succeeded`` or ``failed``: the caller decides what failure means).
-    A :class:`TransientError` from ``poll`` counts as "still running" until the deadline.
+    A :class:`TransientError` from ``poll`` counts as "still running" until the deadline; each one is
+    reported to ``on_retry(error, seconds_left)`` so a user sees why nothing moves.
     Raises :class:`WaitTimeoutError` carrying ``op`` at the deadline.
     """
     if op.done:
@@ -101,8 +103,10 @@ def wait_for(
     while True:
         try:
             last = poll(op)
-        except TransientError:
+        except TransientError as e:
             last = None
+            if on_retry:
+                on_retry(e, max(0.0, deadline - clock.now()))
         except ProviderError:
             raise
         except DeployerError:

@@ -1,4 +1,4 @@
-"""Fixtures for the aws provider: moto in-process with tests/aws/fakes.py, dummy credentials,
+"""Fixtures for the aws provider: moto in-process with deployer_aws.testing's SageMaker additions, dummy credentials,
 zero botocore backoff, and a recorder of every operation the provider's own clients send, written
 to a file (test_iam.py, which runs last, checks deployer_aws.permissions() against it)."""
 
@@ -13,14 +13,15 @@ from typing import Any
 import boto3
 import botocore.retries.standard
 import pytest
+from deployer_aws import testing as fakes
 from deployer_aws.provider import AwsProvider
+from deployer_aws.testing import OfflineAws
 from moto import mock_aws
 
 from deployer import artifacts
 from deployer.records import ArtifactRef
 from deployer.testing import ConformanceTarget, make_model
 
-from . import fakes
 from .helpers import BUCKET, REGION, TEST_OPTIONS, make_provider
 
 OPERATIONS_FILE = "aws-operations.txt"
@@ -105,15 +106,16 @@ def artifact(provider: AwsProvider, tmp_path: Path) -> ArtifactRef:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """moto over real HTTP on loopback (same process, so tests/aws/fakes.py applies)."""
-    from moto.server import ThreadedMotoServer
+def offline_aws() -> Iterator[OfflineAws]:
+    """moto over real HTTP on loopback, as ``python -m deployer_aws.testing`` runs it (same process, so
+    the fake's switches apply)."""
+    with fakes.running(region=REGION) as aws:
+        yield aws
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+
+@pytest.fixture(scope="session")
+def moto_server(offline_aws: OfflineAws) -> str:
+    return offline_aws.url
 
 
 @pytest.fixture

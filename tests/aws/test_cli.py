@@ -1,5 +1,5 @@
 """The CLI as a user runs it against AWS: a subprocess, credentials from the environment, and
-`AWS_ENDPOINT_URL` pointing at moto over HTTP on loopback (with tests/aws/fakes.py in the server)."""
+`AWS_ENDPOINT_URL` pointing at moto over HTTP on loopback (with deployer_aws.testing in the server)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""deployer's conformance kit against the aws provider on moto (+ tests/aws/fakes.py)."""
+"""deployer's conformance kit against the aws provider on moto (+ deployer_aws.testing)."""
 
 from __future__ import annotations
 

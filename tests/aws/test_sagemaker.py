@@ -1,4 +1,4 @@
-"""Releases, traffic, scaling, retire and destroy against moto + tests/aws/fakes.py."""
+"""Releases, traffic, scaling, retire and destroy against moto + deployer_aws.testing."""
 
 from __future__ import annotations
 

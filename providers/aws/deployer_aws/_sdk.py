@@ -109,9 +109,7 @@ class Clients:
             c = self._clients.get(service)
             if c is None:
                 kwargs: dict[str, Any] = {"config": _config(self.region)}
-                url = os.environ.get("AWS_ENDPOINT_URL")
-                svc_env = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
-                url = os.environ.get(svc_env, url)
+                url = endpoint_override(service)
                 if url:
                     kwargs["endpoint_url"] = url
                 c = self._get_session().client(service, **kwargs)
@@ -126,11 +124,42 @@ class Clients:
         return str(self.client("sts").get_caller_identity()["Account"])
 
 
-def _within_deadline(**_: Any) -> bool | None:
+def endpoint_override(service: str) -> str | None:
+    """The endpoint URL the environment sets for ``service`` (``AWS_ENDPOINT_URL_<SERVICE>``, else
+    ``AWS_ENDPOINT_URL``), as botocore reads them; None for the public endpoint."""
+    per_service = os.environ.get("AWS_ENDPOINT_URL_" + service.upper().replace("-", "_"))
+    return per_service or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def endpoint_override_any() -> str | None:
+    """``AWS_ENDPOINT_URL``, else any ``AWS_ENDPOINT_URL_<SERVICE>`` set: the client talks to something
+    other than AWS (a mock, LocalStack)."""
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return os.environ["AWS_ENDPOINT_URL"]
+    return next((v for k, v in sorted(os.environ.items()) if k.startswith("AWS_ENDPOINT_URL_") and v), None)
+
+
+def web_page(response: dict[str, Any]) -> bool:
+    """Whether a parsed error response is an HTML page (AWS APIs answer JSON or XML, never HTML)."""
+    meta = response.get("ResponseMetadata")
+    headers = meta.get("HTTPHeaders", {}) if isinstance(meta, dict) else {}
+    kind = str(headers.get("content-type", "")).lower() if isinstance(headers, dict) else ""
+    err = response.get("Error")
+    body = str(err.get("Message", "")).lstrip().lower() if isinstance(err, dict) else ""
+    return kind.startswith("text/html") or body.startswith(("<!doctype html", "<html"))
+
+
+def _within_deadline(response: Any = None, **_: Any) -> bool | None:
     """``needs-retry`` handler, run before botocore's own: False (no retry) once the core's retry
-    deadline is spent; None lets botocore decide."""
+    deadline is spent, or when a mock (an endpoint override) answered with a web page, which asking
+    again cannot change; None lets botocore decide."""
     left = retry.remaining_s()
-    return False if left is not None and left <= 0 else None
+    if left is not None and left <= 0:
+        return False
+    parsed = response[1] if isinstance(response, tuple) and len(response) == 2 else None
+    if isinstance(parsed, dict) and endpoint_override_any() is not None and web_page(parsed):
+        return False
+    return None
 
 
 def instance_types() -> frozenset[str]:
@@ -145,3 +174,18 @@ def instance_types() -> frozenset[str]:
 
 
 _INSTANCE_TYPES: frozenset[str] | None = None
+
+
+def regions() -> frozenset[str]:
+    """Regions where SageMaker runs, in every partition, from botocore's bundled endpoint data (offline)."""
+    global _REGIONS
+    if _REGIONS is None:
+        session = boto3.session.Session()
+        found: set[str] = set()
+        for partition in session.get_available_partitions():
+            found |= set(session.get_available_regions("sagemaker", partition_name=partition))
+        _REGIONS = frozenset(found)
+    return _REGIONS
+
+
+_REGIONS: frozenset[str] | None = None

@@ -125,6 +125,25 @@ BUSY_OPS = frozenset({"UpdateEndpoint", "UpdateEndpointWeightsAndCapacities", "D
 BUSY_MESSAGE = "Cannot update in-progress endpoint"
 
 
+class NotImplementedByEndpointError(ProviderError):
+    """The endpoint answered with a web page, not an AWS response: a mock (``AWS_ENDPOINT_URL``) that
+    lacks the API, as a plain moto server lacks UpdateEndpoint. Not transient: asking again cannot help."""
+
+
+def _not_an_aws_answer(op: str, status: int) -> ProviderError:
+    override = _sdk.endpoint_override_any()
+    if override is None and status >= 500:  # a proxy in front of AWS failing: asking again may help
+        return TransientError(f"{op}: HTTP {status} with a web page instead of an AWS response", code=str(status))
+    where = f"the endpoint at {override}" if override else "the endpoint"
+    return NotImplementedByEndpointError(
+        f"{op}: {where} answered HTTP {status} with a web page instead of an AWS response: "
+        "this mock does not implement it",
+        code="NotImplemented",
+        hint="try the provider offline with `python -m deployer_aws.testing` (moto with the SageMaker APIs "
+        "deployer needs; see docs/providers/aws.md), or unset AWS_ENDPOINT_URL to use AWS",
+    )
+
+
 class EndpointBusyError(ConflictError, TransientError):
     """The endpoint is Creating/Updating: SageMaker takes one change at a time. A conflict that
     passes (SageMaker finishes within minutes), so the core's retry waits it out inside its deadline."""
@@ -139,6 +158,8 @@ def translate(exc: BaseException, operation: str | None = None) -> ProviderError
         op = operation or getattr(exc, "operation_name", None) or ""
         meta = exc.response.get("ResponseMetadata", {})
         status = int(meta.get("HTTPStatusCode", 0) or 0)
+        if _sdk.web_page(exc.response):
+            return _not_an_aws_answer(op or "the call", status)
         text = f"{op}: {code}: {msg}" if op else f"{code}: {msg}"
         if code in TRANSIENT_CODES:
             return TransientError(text, code=code)
@@ -177,7 +198,7 @@ def translate(exc: BaseException, operation: str | None = None) -> ProviderError
         exc,
         _sdk.EndpointConnectionError | _sdk.ConnectTimeoutError | _sdk.ReadTimeoutError | _sdk.ConnectionClosedError,
     ):
-        return TransientError(str(exc), code=type(exc).__name__)
+        return TransientError(f"{operation}: {exc}" if operation else str(exc), code=type(exc).__name__)
     if isinstance(exc, _sdk.ParamValidationError):
         return ProviderError(str(exc), code="ParamValidation")
     return ProviderError(str(exc), code=type(exc).__name__)
@@ -199,4 +220,4 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
-__all__ = ["EndpointBusyError", "aws_errors", "error_code", "translate"]
+__all__ = ["EndpointBusyError", "NotImplementedByEndpointError", "aws_errors", "error_code", "translate"]

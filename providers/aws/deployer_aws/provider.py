@@ -149,7 +149,7 @@ class AwsProvider:
         return Observed(
             endpoint=endpoint,
             status=status,
-            url=f"https://runtime.sagemaker.{region}.amazonaws.com/endpoints/{endpoint}/invocations",
+            url=invocation_url(region, endpoint),
             releases=releases,
             traffic=Traffic(weights=_by_release(layout, view.weights())),
             replicas=sum(r.replicas for r in releases.values()),
@@ -516,6 +516,12 @@ class AwsProvider:
 
     def _delete_alarms(self, endpoint: str, release: str | None) -> None:
         guardrails.delete_alarms(self._clients.client("cloudwatch"), endpoint, release)
+
+
+def invocation_url(region: str, endpoint: str) -> str:
+    """Where InvokeEndpoint goes: the sagemaker-runtime endpoint the environment sets, else the public one."""
+    base = _sdk.endpoint_override("sagemaker-runtime") or f"https://runtime.sagemaker.{region}.amazonaws.com"
+    return f"{base.rstrip('/')}/endpoints/{endpoint}/invocations"
 
 
 def _by_release(layout: Layout, weights: dict[str, int]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from pydantic import ValidationError
@@ -49,12 +50,27 @@ def sklearn_container(opts: AwsOptions, runtime: dict[str, str] | None = None) -
     return picked
 
 
+def check_region(region: str | None) -> str:
+    """``region`` if SageMaker runs there (botocore's own region list, offline), else SpecError with the
+    nearest known name."""
+    if not region or not REGION_RE.fullmatch(region):
+        raise SpecError("target.region", f"an AWS region is needed, got {region!r}", fix="e.g. region: us-east-1")
+    known = _sdk.regions()
+    if region not in known:
+        close = difflib.get_close_matches(region, sorted(known), n=1)
+        guess = f", did you mean {close[0]}" if close else ""
+        raise SpecError(
+            "target.region",
+            f"unknown region {region!r}{guess}",
+            fix="use a region where SageMaker runs, e.g. us-east-1; one newer than this boto3 needs an upgrade",
+        )
+    return region
+
+
 def validate(spec: Spec, caps: Capabilities) -> AwsOptions:
     """Every offline rule; returns the parsed options."""
     opts = options(spec)
-    region = spec.target.region
-    if not region or not REGION_RE.fullmatch(region):
-        raise SpecError("target.region", f"an AWS region is needed, got {region!r}", fix="e.g. region: us-east-1")
+    region = check_region(spec.target.region)
     if not opts.bucket:
         raise SpecError("provider_options.bucket", "no S3 bucket for artifacts", fix="set provider_options.bucket")
     if not opts.role_arn:

@@ -46,7 +46,7 @@ class SystemTime:
 
 @dataclass
 class Runtime:
-    """Model execution and metric publication; part of :class:`tests.aws.fakes.SageMakerFake`."""
+    """Model execution and metric publication; part of :class:`deployer_aws.testing.sagemaker.SageMakerFake`."""
 
     clock: Any = field(default_factory=SystemTime)
     """Anything with ``now()`` in seconds; wall time is ``epoch + clock.now()``."""

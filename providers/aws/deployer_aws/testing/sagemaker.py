@@ -19,7 +19,7 @@ few request fields. Here, following the API reference:
   variant names and must not touch a variant that is still a scalable target (see ``_guarded_rules``).
 * UpdateEndpointWeightsAndCapacities keeps instance counts that the request leaves out.
 
-sagemaker-runtime and CloudWatch: see tests/aws/fake_runtime.py (the model runs for real; its
+sagemaker-runtime and CloudWatch: see deployer_aws/testing/runtime.py (the model runs for real; its
 invocations reach CloudWatch after the publication delay). moto's GetMetricData answers percentile
 statistics (``p99``) with null; CloudWatch computes them. Here ``pNN`` is the nearest-rank percentile
 of the raw values put in the period.
@@ -45,7 +45,7 @@ from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker
 from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
-from .fake_runtime import Runtime, decode_body, model_error
+from deployer_aws.testing.runtime import Runtime, decode_body, model_error
 
 DEFAULT_POLLS = 4
 
@@ -102,14 +102,14 @@ def _arn(backend: Any, kind: str, name: str) -> str:
 
 
 def _create_model(self: Any, **kwargs: Any) -> Any:
-    name = kwargs.get("model_name")
+    name = str(kwargs.get("model_name"))
     if name in self._models:
         raise ValidationError(message=f'Cannot create already existing model "{_arn(self, "model", name)}".')
     return _orig["create_model"](self, **kwargs)
 
 
 def _create_endpoint_config(self: Any, **kwargs: Any) -> Any:
-    name = kwargs.get("endpoint_config_name")
+    name = str(kwargs.get("endpoint_config_name"))
     if name in self.endpoint_configs:
         arn = _arn(self, "endpoint-config", name)
         raise ValidationError(message=f'Cannot create already existing endpoint configuration "{arn}".')
@@ -182,7 +182,7 @@ def _guarded_rules(self: Any, ep: FakeEndpoint, cfg: Any, deployment: dict[str, 
     old = {v["VariantName"]: v for v in self.endpoint_configs[ep.endpoint_config_name].production_variants}
     new = {v["VariantName"]: v for v in cfg.production_variants}
     scalable = _scalable_variants(self, ep.endpoint_name) & set(old)
-    guarded = bool(deployment) and ("BlueGreenUpdatePolicy" in deployment or "RollingUpdatePolicy" in deployment)
+    guarded = deployment is not None and ("BlueGreenUpdatePolicy" in deployment or "RollingUpdatePolicy" in deployment)
     if guarded:
         # "When doing a blue/green or rolling deployment, your new endpoint configuration must have the
         # same variant name as the old endpoint configuration."
@@ -365,9 +365,9 @@ def uninstall() -> None:
         else:
             delattr(SageMakerModelBackend, name)
     if _orig.get("resp_update_endpoint") is not None:
-        SageMakerResponse.update_endpoint = _orig["resp_update_endpoint"]
+        SageMakerResponse.update_endpoint = _orig["resp_update_endpoint"]  # type: ignore[attr-defined]
     else:
-        del SageMakerResponse.update_endpoint
+        del SageMakerResponse.update_endpoint  # type: ignore[attr-defined]
     Statistics.get_statistics_for_type = _orig["get_statistics_for_type"]  # type: ignore[method-assign]
     SageMakerRuntimeResponse.invoke_endpoint = _orig["invoke"]  # type: ignore[method-assign]
     SageMakerResponse.call_action = _orig["call_action"]  # type: ignore[method-assign]
