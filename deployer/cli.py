@@ -98,11 +98,11 @@ def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
 
         def human() -> None:
             if out.outcome == "unchanged":
-                r.console.print(f"[green]{out.endpoint} is up to date[/] (release {out.release}) {out.url or ''}")
+                r.out.print(f"[green]{out.endpoint} is up to date[/] (release {out.release}) {out.url or ''}")
             else:
-                r.console.print(f"[green]{out.endpoint}: {out.release} {out.outcome}[/] {out.url or ''}")
+                r.out.print(f"[green]{out.endpoint}: {out.release} {out.outcome}[/] {out.url or ''}")
             for line in out.cleanup_errors:
-                r.console.print(f"[yellow]  cleanup failed: {line}[/] (run the same deploy again to retry)")
+                r.out.print(f"[yellow]  cleanup failed: {line}[/] (run the same deploy again to retry)")
 
         r.result(out.to_dict(), human)
         return outcome_code(out.outcome)
@@ -124,11 +124,11 @@ def plan(spec: str, env: str | None, as_json: bool) -> None:
 
         def human() -> None:
             if p.noop:
-                r.console.print(f"{p.endpoint}: no changes")
+                r.out.print(f"{p.endpoint}: no changes")
             for line in p.diff:
-                r.console.print(line)
+                r.out.print(line)
             for i, s in enumerate(p.steps, 1):
-                r.console.print(f"  {i}. {s.describe()}")
+                r.out.print(f"  {i}. {s.describe()}")
 
         r.result(p.to_dict(), human)
 
@@ -149,14 +149,14 @@ def status(name: str, state: str | None, as_json: bool) -> None:
 
         def human() -> None:
             d = s.to_dict()
-            r.console.print(f"[bold]{name}[/] on {s.provider}: {d['health']}  {s.url or ''}")
-            r.console.print(f"  live: {s.live}   replicas: {d['replicas']}")
+            r.out.print(f"[bold]{name}[/] on {s.provider}: {d['health']}  {s.url or ''}")
+            r.out.print(f"  live: {s.live}   replicas: {d['replicas']}")
             for rel in s.releases:
-                r.console.print(
+                r.out.print(
                     f"  {rel['id']}  {rel['status']:<11} {rel['provider_status'] or '-':<9} {rel['weight']}%"
                 )
             if s.lock_holder:
-                r.console.print(f"  locked by {s.lock_holder}")
+                r.out.print(f"  locked by {s.lock_holder}")
 
         r.result(s.to_dict(), human)
 
@@ -178,23 +178,21 @@ def history(name: str, state: str | None, as_json: bool) -> None:
         rows = api.history(name, state=state)
 
         def human() -> None:
-            from rich.table import Table
-
-            t = Table("release", "status", "outcome", "actor", "created", "artifact", "reason")
-            for x in rows:
-                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x.created_at))
-                t.add_row(
-                    x.id,
-                    x.status,
-                    x.outcome or "",
-                    x.actor,
-                    created,
-                    (x.artifact_digest or "")[:12],
-                    (x.reason or "")[:60],
-                )
-            from rich.console import Console
-
-            Console().print(t)
+            r.table(
+                ["release", "status", "outcome", "actor", "created", "artifact", "reason"],
+                [
+                    [
+                        x.id,
+                        x.status,
+                        x.outcome or "",
+                        x.actor,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x.created_at)),
+                        (x.artifact_digest or "")[:12],
+                        x.reason or "",
+                    ]
+                    for x in rows
+                ],
+            )
 
         r.result({"endpoint": name, "releases": [x.to_dict() for x in rows]}, human)
 
@@ -213,7 +211,7 @@ def rollback(name: str, to: str | None, state: str | None, as_json: bool) -> Non
         from deployer import api
 
         out = api.rollback(name, to=to, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.console.print(f"{name}: {out.release} is live ({out.outcome})"))
+        r.result(out.to_dict(), lambda: r.out.print(f"{name}: {out.release} is live ({out.outcome})"))
         return outcome_code(out.outcome)
 
     run(as_json, body)
@@ -233,9 +231,9 @@ def adopt(name: str, spec: str, env: str | None, as_json: bool) -> None:
         out = api.adopt(name, spec=spec, env=env, on_event=r)
 
         def human() -> None:
-            r.console.print(f"[green]{name}: adopted, {out.release} is live[/] {out.url or ''}")
+            r.out.print(f"[green]{name}: adopted, {out.release} is live[/] {out.url or ''}")
             for note in out.notes:
-                r.console.print(f"  {note}")
+                r.out.print(f"  {note}")
 
         r.result(out.to_dict(), human)
 
@@ -255,7 +253,7 @@ def scale(name: str, min_: int, max_: int | None, state: str | None, as_json: bo
         from deployer import api
 
         out = api.scale(name, min=min_, max=max_, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.console.print(f"{name}: {out.release} scaled to {min_}..{max_ or min_}"))
+        r.result(out.to_dict(), lambda: r.out.print(f"{name}: {out.release} scaled to {min_}..{max_ or min_}"))
 
     run(as_json, body)
 
@@ -271,7 +269,7 @@ def destroy(name: str, state: str | None, as_json: bool) -> None:
         from deployer import api
 
         out = api.destroy(name, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.console.print(f"{name} destroyed"))
+        r.result(out.to_dict(), lambda: r.out.print(f"{name} destroyed"))
 
     run(as_json, body)
 
@@ -319,7 +317,7 @@ def guard(
         )
 
         def human() -> None:
-            r.console.print(
+            r.out.print(
                 f"{name}: {rep.outcome} (release {rep.release})"
                 + (f" -> {rep.rolled_back_to}" if rep.rolled_back_to else "")
                 + (f": {rep.reason}" if rep.reason else "")
