@@ -20,7 +20,7 @@ from deployer.ledger import EndpointRow, Ledger, ReleaseRow
 from deployer.paths import home, ledger_path
 from deployer.planning import Plan
 from deployer.protocols import Provider, ProviderContext
-from deployer.records import ArtifactRef, Observed, Release, Traffic
+from deployer.records import ArtifactRef, Observed, Release
 from deployer.rollout import check_strategy
 from deployer.spec import Autoscaling, Spec, Target
 
@@ -290,8 +290,17 @@ def _guess_flavor(model: Any) -> str:
     return "sklearn"
 
 
+STATUS_EXIT_CODES = {"ready": 0, "updating": 0, "creating": 14, "degraded": 14, "failed": 15, "absent": 16}
+"""``deployer status`` exits with the endpoint's health (docs/exit-codes.md): serving as asked 0 (``updating``
+still serves), degraded 14, failed 15, absent 16."""
+
+
 @dataclass(frozen=True)
 class Status:
+    """The endpoint as the ledger and the provider see it. ``releases`` lists each release that runs, is live,
+    is being deployed or failed and still runs (until retired), with its own replicas and traffic; one the
+    ledger expects but the provider no longer has is ``gone``."""
+
     endpoint: str
     provider: str
     url: str | None
@@ -301,7 +310,16 @@ class Status:
     lock_holder: str | None
     releases: list[dict[str, Any]]
 
+    @property
+    def health(self) -> str:
+        return self.observed.status if self.observed else "absent"
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_EXIT_CODES[self.health]
+
     def to_dict(self) -> dict[str, Any]:
+        live = self.observed.releases.get(self.live or "") if self.observed else None
         return {
             "endpoint": self.endpoint,
             "provider": self.provider,
@@ -309,35 +327,43 @@ class Status:
             "live": self.live,
             "traffic": self.traffic,
             "lock_holder": self.lock_holder,
-            "health": self.observed.status if self.observed else "absent",
-            "replicas": self.observed.replicas if self.observed else 0,
+            "health": self.health,
+            "replicas": live.replicas if live else 0,
             "releases": self.releases,
+            "exit_code": self.exit_code,
         }
 
 
 def status(name: str, *, state: str | None = None) -> Status:
-    """The endpoint as the ledger and the provider see it now."""
+    """The endpoint as the ledger and the provider see it now (replicas per release, never summed)."""
     ledger = open_ledger(state)
     try:
         row, provider = provider_for(ledger, name)
         observed = provider.observe(name) if row.destroyed_at is None else None
         live = ledger.live_release(name)
-        rels = [
-            {
-                "id": r.id,
-                "status": r.status,
-                "provider_status": observed.releases[r.id].status if observed and r.id in observed.releases else None,
-                "weight": (observed.traffic if observed else Traffic()).weights.get(r.id, 0),
-            }
-            for r in ledger.releases(name)
-            if r.running or r.status in ("live", "deploying")
-        ]
+        weights = observed.traffic.weights if observed else {}
+        rels = []
+        for r in ledger.releases(name):
+            if not (r.running or r.status in ("live", "deploying")):
+                continue
+            seen = observed.releases.get(r.id) if observed else None
+            rels.append(
+                {
+                    "id": r.id,
+                    "status": r.status,
+                    "provider_status": seen.status if seen else "gone",
+                    "replicas": seen.replicas if seen else 0,
+                    "weight": weights.get(r.id, 0),
+                    "reason": (seen.message if seen and seen.message else None)
+                    or (r.reason if r.status in ("failed", "rolled_back") else None),
+                }
+            )
         return Status(
             name,
             row.provider,
             observed.url if observed else None,
             live.id if live else None,
-            dict(observed.traffic.weights) if observed else {},
+            dict(weights),
             observed,
             ledger.lock_holder(name),
             rels,

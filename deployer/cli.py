@@ -18,7 +18,11 @@ Exit codes (also in docs/exit-codes.md):
 8    done, but cleanup failed: the new release is live; retiring or pruning after it failed (journaled)
 10   guard: the release was unhealthy and was rolled back
 11   guard: the release is unhealthy and there is nothing to roll back to
-12   guard: inconclusive (too little traffic to judge)
+12   guard: inconclusive (reachable and judged, but too little traffic)
+13   guard: endpoint down (refused, unreachable or failed) and no running release to roll back to
+14   status: degraded (a release failed or is still being created)
+15   status: failed (nothing serves)
+16   status: absent (the provider has no such endpoint)
 130  interrupted
 ==== =====================================================================
 """
@@ -140,25 +144,37 @@ def plan(spec: str, env: str | None, as_json: bool) -> None:
 @state_opt
 @json_opt
 def status(name: str, state: str | None, as_json: bool) -> None:
-    """Show the endpoint's live release, traffic and health."""
+    """Show the endpoint's live release, traffic, replicas and health of each release.
 
-    def body(r: Renderer) -> None:
+    Exit codes: 0 serving (ready or updating), 14 degraded (or still creating), 15 failed, 16 absent.
+    """
+
+    def body(r: Renderer) -> int:
         from deployer import api
 
         s = api.status(name, state=state)
 
         def human() -> None:
             d = s.to_dict()
-            r.out.print(f"[bold]{name}[/] on {s.provider}: {d['health']}  {s.url or ''}")
-            r.out.print(f"  live: {s.live}   replicas: {d['replicas']}")
+            r.out.print(f"[bold]{name}[/] on {s.provider}: {s.health}  {s.url or '(no url)'}")
+            if s.live and s.health in ("failed", "absent"):
+                r.out.print(f"  live: {s.live} (not serving: the endpoint is {s.health})")
+            elif s.live:
+                r.out.print(f"  live: {s.live}   replicas: {d['replicas']}")
+            else:
+                r.out.print("  live: none (nothing serving)")
             for rel in s.releases:
-                r.out.print(
-                    f"  {rel['id']}  {rel['status']:<11} {rel['provider_status'] or '-':<9} {rel['weight']}%"
+                n = rel["replicas"]
+                line = (
+                    f"  {rel['id']}  {rel['status']:<11} {rel['provider_status']:<9} {rel['weight']:>3}%  "
+                    f"{n} replica{'' if n == 1 else 's'}"
                 )
+                r.out.print(line + (f"  ({rel['reason']})" if rel["reason"] else ""), markup=False)
             if s.lock_holder:
                 r.out.print(f"  locked by {s.lock_holder}")
 
         r.result(s.to_dict(), human)
+        return s.exit_code
 
     run(as_json, body)
 
@@ -281,6 +297,11 @@ def destroy(name: str, state: str | None, as_json: bool) -> None:
 @click.option("--window", default="10m", show_default=True, help="How far back to judge: 30s, 10m, 1h.")
 @click.option("--min-samples", type=int, default=20, show_default=True, help="Requests needed to judge a metric.")
 @click.option("--gates-from", type=click.Path(), default=None, help="Also evaluate the gates of this spec file.")
+@click.option(
+    "--probe",
+    default=None,
+    help="JSON payload sent to each serving release (default: the first smoke gate's payload of --gates-from).",
+)
 @click.option("--notify", "notify_url", default=None, help="Slack-compatible webhook called on rollback.")
 @state_opt
 @json_opt
@@ -291,19 +312,27 @@ def guard(
     window: str,
     min_samples: int,
     gates_from: str | None,
+    probe: str | None,
     notify_url: str | None,
     state: str | None,
     as_json: bool,
 ) -> None:
-    """Judge the live release over a window; roll back if unhealthy (for cron and CI schedules).
+    """Probe and judge every serving release over a window; roll back what fails (for cron and CI schedules).
 
     Exit codes: 0 healthy, 10 rolled back, 11 unhealthy with nothing to roll back to,
-    12 inconclusive (too little traffic), 6 another operation holds the lock.
+    12 inconclusive (reachable, too little traffic), 13 endpoint down, 6 another operation holds the lock,
+    3 blind (no credentials, control plane or metrics unreachable).
     """
 
     def body(r: Renderer) -> int:
+        from deployer.errors import SpecError
         from deployer.guards import guard as run_guard
 
+        try:
+            payload = json.loads(probe) if probe is not None else None
+        except ValueError as e:
+            fix = "pass a JSON payload, e.g. --probe '[[1, 2, 3, 4]]'"
+            raise SpecError("--probe", f"not JSON: {e}", fix=fix) from None
         rep = run_guard(
             name,
             max_error_rate=max_error_rate,
@@ -311,6 +340,7 @@ def guard(
             window=window,
             min_samples=min_samples,
             gates_from=gates_from,
+            probe=payload,
             notify_url=notify_url,
             state=state,
             on_event=r,
@@ -318,10 +348,17 @@ def guard(
 
         def human() -> None:
             r.out.print(
-                f"{name}: {rep.outcome} (release {rep.release})"
+                f"{name}: {rep.outcome}"
+                + (f" (release {rep.release})" if rep.release else "")
                 + (f" -> {rep.rolled_back_to}" if rep.rolled_back_to else "")
-                + (f": {rep.reason}" if rep.reason else "")
+                + (f": {rep.reason}" if rep.reason else ""),
+                markup=False,
             )
+            for v in rep.releases:
+                r.out.print(
+                    f"  {v.id}  {v.weight:>3}%  {v.role:<9} {v.verdict}" + (f"  {v.reason}" if v.reason else ""),
+                    markup=False,
+                )
 
         r.result(rep.to_dict(), human)
         return rep.exit_code
