@@ -20,7 +20,7 @@ from deployer.ledger import EndpointRow, Ledger, ReleaseRow
 from deployer.paths import home, ledger_path
 from deployer.planning import Plan
 from deployer.protocols import Provider, ProviderContext
-from deployer.records import ArtifactRef, Observed, Release
+from deployer.records import ArtifactRef, Capabilities, Observed, Release
 from deployer.rollout import check_strategy
 from deployer.spec import Autoscaling, Spec, Target
 
@@ -98,6 +98,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
     provider = provider or make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
     check_strategy(spec, provider.capabilities)
+    check_autoscaling(spec.autoscaling, provider.capabilities)
     if spec.strategy.native and not provider.capabilities.native_rollout:
         from deployer.errors import CapabilityError
 
@@ -145,6 +146,18 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
         options=spec.provider_options,
     )
     return Prepared(spec, provider, candidate, upload, packaged)
+
+
+def check_autoscaling(autoscaling: Autoscaling | None, caps: Capabilities) -> None:
+    """Refuse (offline, :class:`CapabilityError`, exit 2) autoscaling the provider cannot do: scaling to zero
+    without ``capabilities.scale_to_zero``. The one check of both the spec path and ``scale``."""
+    from deployer.errors import CapabilityError
+
+    if autoscaling is not None and (autoscaling.scale_to_zero or autoscaling.min == 0) and not caps.scale_to_zero:
+        raise CapabilityError(
+            f"autoscaling.min 0 (scale to zero): {caps.reason('scale_to_zero')}",
+            hint="keep at least one replica (min 1), or destroy the endpoint to free it",
+        )
 
 
 def _reporter(spec: Spec, on_event: EventFn | None, task: str) -> Any:
@@ -415,7 +428,8 @@ def scale(
     state: str | None = None,
     on_event: EventFn | None = None,
 ) -> Outcome:
-    """Set the replica bounds of the live release."""
+    """Set the replica bounds of the live release, with the spec path's capability checks
+    (:func:`check_autoscaling`: ``min=0`` without scale to zero is a :class:`CapabilityError`)."""
     from pydantic import ValidationError
 
     from deployer.config import spec_error
@@ -432,7 +446,12 @@ def scale(
     except ValidationError as e:
         err = spec_error(e)
         raise SpecError(f"autoscaling.{err.field}" if err.field else "autoscaling", err.message, fix=err.fix) from None
-    return _with_engine(name, state, "scale", on_event, lambda e: e.scale(name, auto))
+
+    def scale_checked(e: Engine) -> Outcome:
+        check_autoscaling(auto, e.provider.capabilities)
+        return e.scale(name, auto)
+
+    return _with_engine(name, state, "scale", on_event, scale_checked)
 
 
 def destroy(name: str, *, state: str | None = None, on_event: EventFn | None = None) -> Outcome:

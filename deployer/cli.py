@@ -227,7 +227,13 @@ def rollback(name: str, to: str | None, state: str | None, as_json: bool) -> Non
         from deployer import api
 
         out = api.rollback(name, to=to, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.out.print(f"{name}: {out.release} is live ({out.outcome})"))
+
+        def human() -> None:
+            r.out.print(f"{name}: {out.release} is live ({out.outcome})")
+            for note in out.notes:
+                r.out.print(f"  {note}", markup=False)
+
+        r.result(out.to_dict(), human)
         return outcome_code(out.outcome)
 
     run(as_json, body)
