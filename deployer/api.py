@@ -38,8 +38,7 @@ def make_provider(target: Target, options: dict[str, Any]) -> Provider:
     try:
         opts = cls.Options.model_validate(options or {})
     except ValidationError as e:
-        err = spec_error(e)
-        raise SpecError(f"provider_options.{err.field}", err.message.split(": ", 1)[-1], fix=err.fix) from None
+        raise spec_error(e).under("provider_options") from None
     provider: Provider = cls(ProviderContext(target=target, options=opts, home=home()))
     return provider
 
@@ -444,8 +443,7 @@ def scale(
             }
         )
     except ValidationError as e:
-        err = spec_error(e)
-        raise SpecError(f"autoscaling.{err.field}" if err.field else "autoscaling", err.message, fix=err.fix) from None
+        raise spec_error(e).under("autoscaling") from None
 
     def scale_checked(e: Engine) -> Outcome:
         check_autoscaling(auto, e.provider.capabilities)
