@@ -356,9 +356,9 @@ def status(name: str, *, state: str | None = None) -> Status:
         weights = observed.traffic.weights if observed else {}
         rels = []
         for r in ledger.releases(name):
-            if not (r.running or r.status in ("live", "deploying")):
-                continue
             seen = observed.releases.get(r.id) if observed else None
+            if not (r.running or seen or r.status in ("live", "deploying")):
+                continue
             rels.append(
                 {
                     "id": r.id,

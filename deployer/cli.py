@@ -275,7 +275,8 @@ def scale(name: str, min_: int, max_: int | None, state: str | None, as_json: bo
         from deployer import api
 
         out = api.scale(name, min=min_, max=max_, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.out.print(f"{name}: {out.release} scaled to {min_}..{max_ or min_}"))
+        top = max_ if max_ is not None else max(min_, 1)
+        r.result(out.to_dict(), lambda: r.out.print(f"{name}: {out.release} scaled to {min_}..{top}"))
 
     run(as_json, body)
 
