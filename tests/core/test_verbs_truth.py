@@ -21,7 +21,7 @@ from verbs_rig import NAME, WORLD, spec
 import deployer
 from deployer import api, registry
 from deployer.cli import cli as command
-from deployer.errors import AuthError, CapabilityError, GateFailedError, ProviderError
+from deployer.errors import AuthError, CapabilityError, GateFailedError, ProviderError, TransientError
 from deployer.ledger import Ledger
 from deployer.testing.harness import Crash
 from deployer.testing.memory import FaultPlan, MemEndpoint, MemoryWorld
@@ -162,3 +162,13 @@ def test_guard_that_cannot_read_metrics_is_an_error_not_inconclusive(root: Path,
     with pytest.raises(type(error)):
         deployer.guard(NAME, max_error_rate=0.01, window="1m", clock=FakeClock())
     assert verbs_rig.WORLD[0].faults is not None and WORLD[0].faults.fired == [f"{type(error).__name__} before metrics"]
+
+
+def test_guard_with_an_unreachable_control_plane_is_an_error_after_retries(root: Path) -> None:
+    api.apply(spec(root, 1))
+    down = {n: ("before", lambda _: TransientError("connect timeout to the control plane")) for n in range(1, 30)}
+    WORLD[0].faults = FaultPlan(call="observe", at=dict(down))
+    with pytest.raises(TransientError, match="control plane"):
+        deployer.guard(NAME, max_error_rate=0.01, window="1m", clock=FakeClock())
+    assert len(WORLD[0].faults.fired) > 1  # retried first, as every provider call is
+    assert WORLD[0].calls["metrics"] == 0  # never judged blind
