@@ -298,8 +298,8 @@ def spec_error(e: Any) -> SpecError:
     """Every pydantic error as one SpecError (field path and fix of each; the first is the error's own)."""
     problems = []
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in err["loc"]).replace("\n", "\\n")  # a key may hold a newline: one line
+        msg = str(err["msg"]).removeprefix("Value error, ").replace("\n", " ")
         problems.append(SpecError(loc, msg, fix=_FIXES.get(err["type"])))
     first = problems[0]
     return SpecError(first.field, first.message.removeprefix(f"{first.field}: "), fix=first.fix, problems=problems)
