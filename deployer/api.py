@@ -20,7 +20,7 @@ from deployer.ledger import EndpointRow, Ledger, ReleaseRow
 from deployer.paths import home, ledger_path
 from deployer.planning import Plan
 from deployer.protocols import Provider, ProviderContext
-from deployer.records import ArtifactRef, Observed, Release, Traffic
+from deployer.records import ArtifactRef, Capabilities, Observed, Release
 from deployer.rollout import check_strategy
 from deployer.spec import Autoscaling, Spec, Target
 
@@ -38,8 +38,7 @@ def make_provider(target: Target, options: dict[str, Any]) -> Provider:
     try:
         opts = cls.Options.model_validate(options or {})
     except ValidationError as e:
-        err = spec_error(e)
-        raise SpecError(f"provider_options.{err.field}", err.message.split(": ", 1)[-1], fix=err.fix) from None
+        raise spec_error(e).under("provider_options") from None
     provider: Provider = cls(ProviderContext(target=target, options=opts, home=home()))
     return provider
 
@@ -98,6 +97,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
     provider = provider or make_provider(spec.target, spec.provider_options)
     provider.validate(spec)
     check_strategy(spec, provider.capabilities)
+    check_autoscaling(spec.autoscaling, provider.capabilities)
     if spec.strategy.native and not provider.capabilities.native_rollout:
         from deployer.errors import CapabilityError
 
@@ -145,6 +145,18 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
         options=spec.provider_options,
     )
     return Prepared(spec, provider, candidate, upload, packaged)
+
+
+def check_autoscaling(autoscaling: Autoscaling | None, caps: Capabilities) -> None:
+    """Refuse (offline, :class:`CapabilityError`, exit 2) autoscaling the provider cannot do: scaling to zero
+    without ``capabilities.scale_to_zero``. The one check of both the spec path and ``scale``."""
+    from deployer.errors import CapabilityError
+
+    if autoscaling is not None and (autoscaling.scale_to_zero or autoscaling.min == 0) and not caps.scale_to_zero:
+        raise CapabilityError(
+            f"autoscaling.min 0 (scale to zero): {caps.reason('scale_to_zero')}",
+            hint="keep at least one replica (min 1), or destroy the endpoint to free it",
+        )
 
 
 def _reporter(spec: Spec, on_event: EventFn | None, task: str) -> Any:
@@ -291,8 +303,17 @@ def _guess_flavor(model: Any) -> str:
     return "sklearn"
 
 
+STATUS_EXIT_CODES = {"ready": 0, "updating": 0, "creating": 14, "degraded": 14, "failed": 15, "absent": 16}
+"""``deployer status`` exits with the endpoint's health (docs/exit-codes.md): serving as asked 0 (``updating``
+still serves), degraded 14, failed 15, absent 16."""
+
+
 @dataclass(frozen=True)
 class Status:
+    """The endpoint as the ledger and the provider see it. ``releases`` lists each release that runs, is live,
+    is being deployed or failed and still runs (until retired), with its own replicas and traffic; one the
+    ledger expects but the provider no longer has is ``gone``."""
+
     endpoint: str
     provider: str
     url: str | None
@@ -302,7 +323,16 @@ class Status:
     lock_holder: str | None
     releases: list[dict[str, Any]]
 
+    @property
+    def health(self) -> str:
+        return self.observed.status if self.observed else "absent"
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_EXIT_CODES[self.health]
+
     def to_dict(self) -> dict[str, Any]:
+        live = self.observed.releases.get(self.live or "") if self.observed else None
         return {
             "endpoint": self.endpoint,
             "provider": self.provider,
@@ -310,35 +340,43 @@ class Status:
             "live": self.live,
             "traffic": self.traffic,
             "lock_holder": self.lock_holder,
-            "health": self.observed.status if self.observed else "absent",
-            "replicas": self.observed.replicas if self.observed else 0,
+            "health": self.health,
+            "replicas": live.replicas if live else 0,
             "releases": self.releases,
+            "exit_code": self.exit_code,
         }
 
 
 def status(name: str, *, state: str | None = None) -> Status:
-    """The endpoint as the ledger and the provider see it now."""
+    """The endpoint as the ledger and the provider see it now (replicas per release, never summed)."""
     ledger = open_ledger(state)
     try:
         row, provider = provider_for(ledger, name)
         observed = provider.observe(name) if row.destroyed_at is None else None
         live = ledger.live_release(name)
-        rels = [
-            {
-                "id": r.id,
-                "status": r.status,
-                "provider_status": observed.releases[r.id].status if observed and r.id in observed.releases else None,
-                "weight": (observed.traffic if observed else Traffic()).weights.get(r.id, 0),
-            }
-            for r in ledger.releases(name)
-            if r.running or r.status in ("live", "deploying")
-        ]
+        weights = observed.traffic.weights if observed else {}
+        rels = []
+        for r in ledger.releases(name):
+            seen = observed.releases.get(r.id) if observed else None
+            if not (r.running or seen or r.status in ("live", "deploying")):
+                continue
+            rels.append(
+                {
+                    "id": r.id,
+                    "status": r.status,
+                    "provider_status": seen.status if seen else "gone",
+                    "replicas": seen.replicas if seen else 0,
+                    "weight": weights.get(r.id, 0),
+                    "reason": (seen.message if seen and seen.message else None)
+                    or (r.reason if r.status in ("failed", "rolled_back") else None),
+                }
+            )
         return Status(
             name,
             row.provider,
             observed.url if observed else None,
             live.id if live else None,
-            dict(observed.traffic.weights) if observed else {},
+            dict(weights),
             observed,
             ledger.lock_holder(name),
             rels,
@@ -390,7 +428,8 @@ def scale(
     state: str | None = None,
     on_event: EventFn | None = None,
 ) -> Outcome:
-    """Set the replica bounds of the live release."""
+    """Set the replica bounds of the live release, with the spec path's capability checks
+    (:func:`check_autoscaling`: ``min=0`` without scale to zero is a :class:`CapabilityError`)."""
     from pydantic import ValidationError
 
     from deployer.config import spec_error
@@ -405,9 +444,13 @@ def scale(
             }
         )
     except ValidationError as e:
-        err = spec_error(e)
-        raise SpecError(f"autoscaling.{err.field}" if err.field else "autoscaling", err.message, fix=err.fix) from None
-    return _with_engine(name, state, "scale", on_event, lambda e: e.scale(name, auto))
+        raise spec_error(e).under("autoscaling") from None
+
+    def scale_checked(e: Engine) -> Outcome:
+        check_autoscaling(auto, e.provider.capabilities)
+        return e.scale(name, auto)
+
+    return _with_engine(name, state, "scale", on_event, scale_checked)
 
 
 def destroy(name: str, *, state: str | None = None, on_event: EventFn | None = None) -> Outcome:

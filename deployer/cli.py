@@ -18,7 +18,11 @@ Exit codes (also in docs/exit-codes.md):
 8    done, but cleanup failed: the new release is live; retiring or pruning after it failed (journaled)
 10   guard: the release was unhealthy and was rolled back
 11   guard: the release is unhealthy and there is nothing to roll back to
-12   guard: inconclusive (too little traffic to judge)
+12   guard: inconclusive (reachable and judged, but too little traffic)
+13   guard: endpoint down (refused, unreachable or failed) and no running release to roll back to
+14   status: degraded (a release failed or is still being created)
+15   status: failed (nothing serves)
+16   status: absent (the provider has no such endpoint)
 130  interrupted
 ==== =====================================================================
 """
@@ -98,11 +102,11 @@ def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
 
         def human() -> None:
             if out.outcome == "unchanged":
-                r.console.print(f"[green]{out.endpoint} is up to date[/] (release {out.release}) {out.url or ''}")
+                r.out.print(f"[green]{out.endpoint} is up to date[/] (release {out.release}) {out.url or ''}")
             else:
-                r.console.print(f"[green]{out.endpoint}: {out.release} {out.outcome}[/] {out.url or ''}")
+                r.out.print(f"[green]{out.endpoint}: {out.release} {out.outcome}[/] {out.url or ''}")
             for line in out.cleanup_errors:
-                r.console.print(f"[yellow]  cleanup failed: {line}[/] (run the same deploy again to retry)")
+                r.out.print(f"[yellow]  cleanup failed: {line}[/] (run the same deploy again to retry)")
 
         r.result(out.to_dict(), human)
         return outcome_code(out.outcome)
@@ -124,11 +128,11 @@ def plan(spec: str, env: str | None, as_json: bool) -> None:
 
         def human() -> None:
             if p.noop:
-                r.console.print(f"{p.endpoint}: no changes")
+                r.out.print(f"{p.endpoint}: no changes")
             for line in p.diff:
-                r.console.print(line)
+                r.out.print(line)
             for i, s in enumerate(p.steps, 1):
-                r.console.print(f"  {i}. {s.describe()}")
+                r.out.print(f"  {i}. {s.describe()}")
 
         r.result(p.to_dict(), human)
 
@@ -140,25 +144,37 @@ def plan(spec: str, env: str | None, as_json: bool) -> None:
 @state_opt
 @json_opt
 def status(name: str, state: str | None, as_json: bool) -> None:
-    """Show the endpoint's live release, traffic and health."""
+    """Show the endpoint's live release, traffic, replicas and health of each release.
 
-    def body(r: Renderer) -> None:
+    Exit codes: 0 serving (ready or updating), 14 degraded (or still creating), 15 failed, 16 absent.
+    """
+
+    def body(r: Renderer) -> int:
         from deployer import api
 
         s = api.status(name, state=state)
 
         def human() -> None:
             d = s.to_dict()
-            r.console.print(f"[bold]{name}[/] on {s.provider}: {d['health']}  {s.url or ''}")
-            r.console.print(f"  live: {s.live}   replicas: {d['replicas']}")
+            r.out.print(f"[bold]{name}[/] on {s.provider}: {s.health}  {s.url or '(no url)'}")
+            if s.live and s.health in ("failed", "absent"):
+                r.out.print(f"  live: {s.live} (not serving: the endpoint is {s.health})")
+            elif s.live:
+                r.out.print(f"  live: {s.live}   replicas: {d['replicas']}")
+            else:
+                r.out.print("  live: none (nothing serving)")
             for rel in s.releases:
-                r.console.print(
-                    f"  {rel['id']}  {rel['status']:<11} {rel['provider_status'] or '-':<9} {rel['weight']}%"
+                n = rel["replicas"]
+                line = (
+                    f"  {rel['id']}  {rel['status']:<11} {rel['provider_status']:<9} {rel['weight']:>3}%  "
+                    f"{n} replica{'' if n == 1 else 's'}"
                 )
+                r.out.print(line + (f"  ({rel['reason']})" if rel["reason"] else ""), markup=False)
             if s.lock_holder:
-                r.console.print(f"  locked by {s.lock_holder}")
+                r.out.print(f"  locked by {s.lock_holder}")
 
         r.result(s.to_dict(), human)
+        return s.exit_code
 
     run(as_json, body)
 
@@ -178,23 +194,21 @@ def history(name: str, state: str | None, as_json: bool) -> None:
         rows = api.history(name, state=state)
 
         def human() -> None:
-            from rich.table import Table
-
-            t = Table("release", "status", "outcome", "actor", "created", "artifact", "reason")
-            for x in rows:
-                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x.created_at))
-                t.add_row(
-                    x.id,
-                    x.status,
-                    x.outcome or "",
-                    x.actor,
-                    created,
-                    (x.artifact_digest or "")[:12],
-                    (x.reason or "")[:60],
-                )
-            from rich.console import Console
-
-            Console().print(t)
+            r.table(
+                ["release", "status", "outcome", "actor", "created", "artifact", "reason"],
+                [
+                    [
+                        x.id,
+                        x.status,
+                        x.outcome or "",
+                        x.actor,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x.created_at)),
+                        (x.artifact_digest or "")[:12],
+                        x.reason or "",
+                    ]
+                    for x in rows
+                ],
+            )
 
         r.result({"endpoint": name, "releases": [x.to_dict() for x in rows]}, human)
 
@@ -213,7 +227,13 @@ def rollback(name: str, to: str | None, state: str | None, as_json: bool) -> Non
         from deployer import api
 
         out = api.rollback(name, to=to, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.console.print(f"{name}: {out.release} is live ({out.outcome})"))
+
+        def human() -> None:
+            r.out.print(f"{name}: {out.release} is live ({out.outcome})")
+            for note in out.notes:
+                r.out.print(f"  {note}", markup=False)
+
+        r.result(out.to_dict(), human)
         return outcome_code(out.outcome)
 
     run(as_json, body)
@@ -233,9 +253,9 @@ def adopt(name: str, spec: str, env: str | None, as_json: bool) -> None:
         out = api.adopt(name, spec=spec, env=env, on_event=r)
 
         def human() -> None:
-            r.console.print(f"[green]{name}: adopted, {out.release} is live[/] {out.url or ''}")
+            r.out.print(f"[green]{name}: adopted, {out.release} is live[/] {out.url or ''}")
             for note in out.notes:
-                r.console.print(f"  {note}")
+                r.out.print(f"  {note}")
 
         r.result(out.to_dict(), human)
 
@@ -255,7 +275,8 @@ def scale(name: str, min_: int, max_: int | None, state: str | None, as_json: bo
         from deployer import api
 
         out = api.scale(name, min=min_, max=max_, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.console.print(f"{name}: {out.release} scaled to {min_}..{max_ or min_}"))
+        top = max_ if max_ is not None else max(min_, 1)
+        r.result(out.to_dict(), lambda: r.out.print(f"{name}: {out.release} scaled to {min_}..{top}"))
 
     run(as_json, body)
 
@@ -271,7 +292,7 @@ def destroy(name: str, state: str | None, as_json: bool) -> None:
         from deployer import api
 
         out = api.destroy(name, state=state, on_event=r)
-        r.result(out.to_dict(), lambda: r.console.print(f"{name} destroyed"))
+        r.result(out.to_dict(), lambda: r.out.print(f"{name} destroyed"))
 
     run(as_json, body)
 
@@ -283,6 +304,11 @@ def destroy(name: str, state: str | None, as_json: bool) -> None:
 @click.option("--window", default="10m", show_default=True, help="How far back to judge: 30s, 10m, 1h.")
 @click.option("--min-samples", type=int, default=20, show_default=True, help="Requests needed to judge a metric.")
 @click.option("--gates-from", type=click.Path(), default=None, help="Also evaluate the gates of this spec file.")
+@click.option(
+    "--probe",
+    default=None,
+    help="JSON payload sent to each serving release (default: the first smoke gate's payload of --gates-from).",
+)
 @click.option("--notify", "notify_url", default=None, help="Slack-compatible webhook called on rollback.")
 @state_opt
 @json_opt
@@ -293,19 +319,27 @@ def guard(
     window: str,
     min_samples: int,
     gates_from: str | None,
+    probe: str | None,
     notify_url: str | None,
     state: str | None,
     as_json: bool,
 ) -> None:
-    """Judge the live release over a window; roll back if unhealthy (for cron and CI schedules).
+    """Probe and judge every serving release over a window; roll back what fails (for cron and CI schedules).
 
     Exit codes: 0 healthy, 10 rolled back, 11 unhealthy with nothing to roll back to,
-    12 inconclusive (too little traffic), 6 another operation holds the lock.
+    12 inconclusive (reachable, too little traffic), 13 endpoint down, 6 another operation holds the lock,
+    3 blind (no credentials, control plane or metrics unreachable).
     """
 
     def body(r: Renderer) -> int:
+        from deployer.errors import SpecError
         from deployer.guards import guard as run_guard
 
+        try:
+            payload = json.loads(probe) if probe is not None else None
+        except ValueError as e:
+            fix = "pass a JSON payload, e.g. --probe '[[1, 2, 3, 4]]'"
+            raise SpecError("--probe", f"not JSON: {e}", fix=fix) from None
         rep = run_guard(
             name,
             max_error_rate=max_error_rate,
@@ -313,17 +347,25 @@ def guard(
             window=window,
             min_samples=min_samples,
             gates_from=gates_from,
+            probe=payload,
             notify_url=notify_url,
             state=state,
             on_event=r,
         )
 
         def human() -> None:
-            r.console.print(
-                f"{name}: {rep.outcome} (release {rep.release})"
+            r.out.print(
+                f"{name}: {rep.outcome}"
+                + (f" (release {rep.release})" if rep.release else "")
                 + (f" -> {rep.rolled_back_to}" if rep.rolled_back_to else "")
-                + (f": {rep.reason}" if rep.reason else "")
+                + (f": {rep.reason}" if rep.reason else ""),
+                markup=False,
             )
+            for v in rep.releases:
+                r.out.print(
+                    f"  {v.id}  {v.weight:>3}%  {v.role:<9} {v.verdict}" + (f"  {v.reason}" if v.reason else ""),
+                    markup=False,
+                )
 
         r.result(rep.to_dict(), human)
         return rep.exit_code

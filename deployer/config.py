@@ -295,15 +295,14 @@ def validate(data: dict[str, Any], *, check_paths: bool = True) -> Any:
 
 
 def spec_error(e: Any) -> SpecError:
-    """The first pydantic error as a one-line SpecError with the field path and a fix."""
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    fix = _FIXES.get(err["type"])
-    extra = len(e.errors()) - 1
-    if extra:
-        msg += f" (+{extra} more problem{'s' if extra > 1 else ''})"
-    return SpecError(loc, msg, fix=fix)
+    """Every pydantic error as one SpecError (field path and fix of each; the first is the error's own)."""
+    problems = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]).replace("\n", "\\n")  # a key may hold a newline: one line
+        msg = str(err["msg"]).removeprefix("Value error, ").replace("\n", " ")
+        problems.append(SpecError(loc, msg, fix=_FIXES.get(err["type"])))
+    first = problems[0]
+    return SpecError(first.field, first.message.removeprefix(f"{first.field}: "), fix=first.fix, problems=problems)
 
 
 def load_spec(

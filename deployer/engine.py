@@ -7,7 +7,9 @@ Rules (DESIGN.md, "Rules of the engine"):
 * One lock per endpoint for the whole change.
 * Before any write (deploy, rollback, scale, destroy) the endpoint's observed releases are compared
   with the ledger: one it does not know, or one whose fingerprint differs, is a
-  :class:`~deployer.errors.ConflictError` naming it (:func:`deployer.planning.check_owned`).
+  :class:`~deployer.errors.ConflictError` naming it (:func:`deployer.planning.check_owned`). One the
+  ledger records as running that the provider no longer has is marked not running on ``deploy``,
+  journaled ``reconcile`` (:meth:`Engine.reconcile`).
 * A failed step or gate *before promotion* sends all traffic back to the baseline in one route (or
   stepwise with ``strategy.rollback: gradual``), stops any copies mirrored to the candidate,
   marks the candidate failed with its evidence, and leaves the baseline's resources and artifact
@@ -84,6 +86,15 @@ class Outcome:
             "cleanup_errors": self.cleanup_errors,
             "notes": self.notes,
         }
+
+
+@dataclass(frozen=True)
+class RollbackIntent:
+    """A rollback's journaled target: ``to``, the release it replaced (``source``), and whether it completed."""
+
+    to: str
+    source: str | None
+    done: bool
 
 
 class Engine:
@@ -263,6 +274,7 @@ class Engine:
         endpoint = spec.name
         self.notify_url = self.notify_url or spec.notify_webhook
         observed = self.observe_owned(endpoint)
+        self.reconcile(endpoint, observed)
         head = self.head(endpoint)
         plan = make_plan(spec, candidate, observed, head, artifact_present=upload is None)
         self.emit(PlanReady(endpoint, steps=[s.describe() for s in plan.steps], diff=plan.diff))
@@ -299,6 +311,17 @@ class Engine:
         url = obs.url if obs else None
         outcome = "cleanup_failed" if errors else "resumed" if resumed else "deployed"
         return Outcome(endpoint, release.id, outcome, url, plan, cleanup_errors=errors)
+
+    def reconcile(self, endpoint: str, observed: Observed | None) -> None:
+        """Releases the ledger records as running that the provider no longer has (the endpoint was recreated
+        or cleaned up out of band) are marked not running, journaled as ``reconcile`` with their ids."""
+        present = set(observed.releases) if observed else set()
+        gone = [r.id for r in self.ledger.releases(endpoint) if r.running and r.id not in present]
+        if gone:
+            with self.ledger.transaction():
+                for rid in gone:
+                    self.ledger.set_release(endpoint, rid, running=False)
+                self.ledger.journal(endpoint, None, "reconcile", "done", detail={"gone": gone})
 
     def _run(self, spec: Spec, plan: Plan, step: Step, release: Release) -> Release:
         endpoint = spec.name
@@ -532,9 +555,26 @@ class Engine:
 
         One route when the target still runs; otherwise redeploy it from its stored artifact first.
         Rolling back to the live release itself puts all traffic back on it (it undoes an interrupted split).
+
+        Idempotent: the target is journaled (``rollback_target``) before anything changes. Without ``to``, a
+        re-run after a completed rollback changes nothing and says so (outcome ``unchanged`` with a note); a
+        re-run after an interrupted one resumes the same target.
         """
         observed = self.observe_owned(endpoint)
         live = self.ledger.live_release(endpoint)
+        intent = None if to else self.rollback_intent(endpoint)
+        if intent is not None and intent.done and live is not None and live.id == intent.to and intent.source:
+            return Outcome(
+                endpoint,
+                live.id,
+                "unchanged",
+                notes=[
+                    f"already rolled back from {intent.source} to {live.id}; nothing was changed "
+                    f"(name an older release with --to to go further back)"
+                ],
+            )
+        if intent is not None and not intent.done:
+            to = intent.to  # an interrupted rollback resumes the same target
         target = (
             self.ledger.release(endpoint, to)
             if to
@@ -556,6 +596,8 @@ class Engine:
             if running and observed is not None and observed.traffic == Traffic.all_to(live.id):
                 return Outcome(endpoint, target.id, "unchanged")
             live = None  # it stays live: only its traffic (or its compute) comes back
+        intent_detail = {"from": live.id if live else None, "reason": reason}
+        self.ledger.journal(endpoint, target.id, "rollback_target", "started", detail=intent_detail)
         if not running and target.release.artifact is None and target.release.flavor != "container":
             raise NoPreviousReleaseError(
                 f"release {target.id} of {endpoint!r} no longer runs and the ledger has no artifact for it "
@@ -606,6 +648,19 @@ class Engine:
             obs.url if obs else None,
             cleanup_errors=errors,
         )
+
+    def rollback_intent(self, endpoint: str) -> RollbackIntent | None:
+        """The newest journaled rollback target (``rollback_target`` row) and whether that rollback completed;
+        None when there is none, or a promotion came after it (a deploy since makes it history)."""
+        ops = self.ledger.operations(endpoint, limit=5000)
+        for i in range(len(ops) - 1, -1, -1):
+            op = ops[i]
+            if op.step.startswith("promote:") and op.phase == "done":
+                return None
+            if op.step == "rollback_target" and op.phase == "started" and op.release:
+                done = any(o.step == "rollback" and o.phase == "done" and o.release == op.release for o in ops[i + 1 :])
+                return RollbackIntent(op.release, (op.detail or {}).get("from"), done)
+        return None
 
     def scale(self, endpoint: str, autoscaling: Autoscaling) -> Outcome:
         self.observe_owned(endpoint)

@@ -48,18 +48,39 @@ class DeployerError(Exception):
 
 
 class SpecError(DeployerError):
-    """The spec is invalid. ``field`` is the dotted path of the offending field."""
+    """The spec is invalid. ``field`` is the dotted path of the offending field.
+
+    ``problems`` lists every problem found (each a SpecError; the first is this one's field, message and
+    fix): a spec with several problems names all of them, in one line (``N problems: a: ...; b: ...``)
+    and in ``to_dict()["problems"]``.
+    """
 
     exit_code = 2
 
-    def __init__(self, field: str, message: str, *, fix: str | None = None) -> None:
+    def __init__(
+        self, field: str, message: str, *, fix: str | None = None, problems: list[SpecError] | None = None
+    ) -> None:
         self.field = field
         self.fix = fix
         text = f"{field}: {message}" if field else message
-        super().__init__(text, hint=fix)
+        self.problems: list[SpecError] = problems or [self]
+        if len(self.problems) > 1:
+            super().__init__(f"{len(self.problems)} problems: " + "; ".join(str(p) for p in self.problems))
+        else:
+            super().__init__(text, hint=fix)
+
+    def under(self, prefix: str) -> SpecError:
+        """The same problems with ``prefix.`` before each field (for a section validated on its own)."""
+        moved = [
+            SpecError(f"{prefix}.{p.field}" if p.field else prefix, p.message.removeprefix(f"{p.field}: "), fix=p.fix)
+            for p in self.problems
+        ]
+        first = moved[0]
+        return SpecError(first.field, first.message.removeprefix(f"{first.field}: "), fix=first.fix, problems=moved)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "field": self.field}
+        listed = [{"field": p.field, "message": p.message, "hint": p.hint} for p in self.problems]
+        return {**super().to_dict(), "field": self.field, "problems": listed}
 
 
 class ProviderNotFoundError(DeployerError):

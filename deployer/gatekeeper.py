@@ -35,12 +35,13 @@ No gates: the bake is a plain wait.
 
 The guard's watch (:func:`watch`)
 ---------------------------------
-The live release is judged over the trailing ``window_s``. The gates are evaluated again and again
+Each release that carries traffic (the live one, and a candidate an interrupted rollout left with a
+share) is judged on its own over the trailing ``window_s``. The gates are evaluated again and again
 until each one decides (``failure_limit`` failures, or ``successes_required`` consecutive passes),
 every ``interval = max(g, min(10 s, window_s / rounds))`` where ``rounds`` is the most evaluations
 any gate can need (``failure_limit + successes_required - 1``), and never longer than ``window_s``.
-It stops early when a pending gate's latest result is inconclusive (an idle endpoint stays idle
-within one run). What is still pending then is the guard's *inconclusive*.
+It stops early when every undecided release has a pending gate whose latest result is inconclusive
+(an idle endpoint stays idle within one run). What is still pending then is the guard's *inconclusive*.
 """
 
 from __future__ import annotations
@@ -155,23 +156,32 @@ def bake(
         due = now + interval
 
 
-def watch(host: GateHost, endpoint: str, gates: Sequence[AnyGate], release: str, window_s: float) -> GateSet:
-    """Evaluate ``gates`` on ``release`` over the trailing ``window_s`` until each decides (rules in the
-    module docstring). ``decision("during")`` of the returned set is pass, fail, or pending (undecided)."""
+def watch(
+    host: GateHost, endpoint: str, gates: Sequence[AnyGate], releases: Sequence[str], window_s: float
+) -> dict[str, GateSet]:
+    """Evaluate ``gates`` on each of ``releases`` over the trailing ``window_s`` until each release's gates
+    decide (rules in the module docstring). ``decision("during")`` of each returned set is pass, fail, or
+    pending (undecided). A split left by an interrupted rollout is judged release by release."""
     clock = host.clock
-    gs = GateSet(gates)
+    sets = {rid: GateSet(gates) for rid in releases}
     rounds = max((g.failure_limit + g.successes_required - 1 for g in gates), default=1)
     interval = max(_lateness(host.provider.capabilities, gates)[0], min(10.0, window_s / rounds))
     stop = clock.now() + window_s
     while True:
-        ctx = GateContext(endpoint=endpoint, release=release, provider=host.provider, window_s=window_s)
-        record(host, endpoint, gs.evaluate_round(ctx), "guard")
-        if gs.decision("during") != "pending":
-            return gs
-        idle = any(t.verdict() == "pending" and t.last is not None and t.last.outcome == "inconclusive"
-                   for t in gs.trackers)
+        undecided = {rid: gs for rid, gs in sets.items() if gs.decision("during") == "pending"}
+        for rid, gs in undecided.items():
+            ctx = GateContext(endpoint=endpoint, release=rid, provider=host.provider, window_s=window_s)
+            record(host, endpoint, gs.evaluate_round(ctx), "guard")
+        pending = [gs for gs in sets.values() if gs.decision("during") == "pending"]
+        if not pending:
+            return sets
+        idle = all(
+            any(t.verdict() == "pending" and t.last is not None and t.last.outcome == "inconclusive"
+                for t in gs.trackers)
+            for gs in pending
+        )
         if idle or clock.now() + interval > stop:
-            return gs
+            return sets
         clock.sleep(interval)
 
 

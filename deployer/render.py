@@ -1,12 +1,19 @@
-"""Rendering core events for people (rich, on stderr) or for scripts (JSON lines on stdout).
+"""Rendering core events for people (rich) or for scripts (JSON lines on stdout).
 
 The core never prints; the CLI passes a :class:`Renderer` as ``on_event``. On a terminal a rollout
 draws a live table of traffic and gate results; elsewhere each event is one line.
+
+Streams (docs/cli.md): a command's result for people (:attr:`Renderer.out`, :meth:`Renderer.table`)
+goes to **stdout**, so ``deployer status x | grep live`` works; progress, events and errors
+(:attr:`Renderer.console`) go to **stderr**. With ``--json`` stdout carries only JSON lines. Piped
+(stdout not a terminal), lines are never wrapped or cut and tables are printed plain: one row a
+line, columns separated by a tab, nothing truncated.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +21,12 @@ import click
 
 
 class Renderer:
-    """Turns core events into terminal output (rich, on stderr) or JSON lines (stdout)."""
+    """Turns core events into terminal output (rich, on stderr) or JSON lines (stdout); results go to stdout."""
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self._console: Any = None
+        self._out: Any = None
         self._progress: Any = None
         self._task: Any = None
         self._status: Any = None
@@ -30,11 +38,34 @@ class Renderer:
 
     @property
     def console(self) -> Any:
+        """Progress, events and diagnostics: stderr."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=True, highlight=False)
         return self._console
+
+    @property
+    def out(self) -> Any:
+        """The command's result for people: stdout, never wrapped or cut when piped."""
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+        return self._out
+
+    def table(self, headers: list[str], rows: list[list[str]]) -> None:
+        """A table on stdout: drawn on a terminal; piped, plain tab-separated lines with every value whole."""
+        if not self.out.is_terminal:
+            for row in [headers, *rows]:
+                click.echo("\t".join(row))
+            return
+        from rich.table import Table
+
+        t = Table(*headers)
+        for row in rows:
+            t.add_row(*row)
+        self.out.print(t)
 
     def __call__(self, event: Any) -> None:
         if self.as_json:

@@ -398,6 +398,17 @@ def render_cli_md() -> str:
         '`{"kind": "result", ...}`; an error is printed as `{"kind": "error", ...}` and as one line '
         "on stderr.",
         "",
+        "Output streams, the same for every command: the command's result for people (the status, the "
+        "plan, the history table, what a deploy or rollback did) goes to **stdout**, so "
+        "`deployer status churn | grep live` works; progress, events (traffic, gates, steps) and errors "
+        "go to **stderr**. With `--json`, stdout carries only JSON lines, unchanged. When stdout is not "
+        "a terminal nothing is wrapped or cut: tables (`history`) are printed plain, one row a line with "
+        "tab-separated columns and every value whole (full release ids, actors and dates).",
+        "",
+        "A spec with several problems names all of them: one line on stderr "
+        "(`error: 2 problems: name: ...; resources.replicas: ...`) and, with `--json`, a `problems` list "
+        "(`field`, `message`, `hint` each) in the error line; the exit code is 2.",
+        "",
         "State is found through `DEPLOYER_HOME` (see [state](state.md)); `--state FILE` points a "
         "command at another ledger file.",
         "",
