@@ -22,6 +22,7 @@ from deployer.planning import Plan
 from deployer.protocols import Provider, ProviderContext
 from deployer.records import ArtifactRef, Observed, Release, Traffic
 from deployer.rollout import check_strategy
+from deployer.secrets import redact_options, revealed, secret_fields
 from deployer.spec import Autoscaling, Spec, Target
 
 # ---- context ------------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
             hint="check the name, or point --state / DEPLOYER_HOME at the right ledger",
         )
     target = Target.model_validate({k: v for k, v in row.target.items() if k != "options"})
-    return row, make_provider(target, row.target.get("options") or {})
+    return row, make_provider(target, revealed(row.target.get("options") or {}))
 
 
 _provider_for = provider_for  # the former private name, for callers not yet moved
@@ -131,10 +132,13 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
 
             def upload() -> ArtifactRef:
                 return store.put(packaged.path, packaged.digest, on_progress=report)
+    options_model = getattr(provider, "Options", None)
     candidate = Release(
         id="r0000",
         endpoint=spec.name,
-        fingerprint=spec.runtime_fingerprint(artifact.digest if artifact else None),
+        fingerprint=spec.runtime_fingerprint(
+            artifact.digest if artifact else None, secret_fields(options_model) if options_model else frozenset()
+        ),
         artifact=artifact,
         flavor=spec.model.flavor,
         entrypoint=spec.model.entrypoint,
@@ -142,7 +146,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
         resources=spec.resources,
         autoscaling=spec.autoscaling,
         tags=spec.tags,
-        options=spec.provider_options,
+        options=redact_options(spec.provider_options, options_model),
     )
     return Prepared(spec, provider, candidate, upload, packaged)
 

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from deployer.events import Event, Promoted, RolledBack
+from deployer.secrets import redact_url, reveal, scrub
 
 Poster = Callable[[str, dict[str, Any], float], int]
 """``post(url, json_body, timeout_s) -> HTTP status``; raises ``OSError`` when the URL is unreachable."""
@@ -87,22 +90,28 @@ def message(event: Event) -> dict[str, Any] | None:
     }
 
 
-def notify(url: str, event: Event, *, timeout_s: float = 5.0, post: Poster | None = None) -> NotifyResult:
+def notify(
+    url: SecretStr | str, event: Event, *, timeout_s: float = 5.0, post: Poster | None = None
+) -> NotifyResult:
     """Post ``event`` to the webhook ``url``; never raises.
 
     Returns a falsy :class:`NotifyResult` with ``error`` set when the event is not one that is
-    notified, the URL is not http(s), the receiver is unreachable or answers non-2xx.
+    notified, the URL is not http(s), the receiver is unreachable or answers non-2xx. The URL is a
+    secret: ``error`` names it only by :func:`~deployer.secrets.redact_url`.
     """
+    clear = reveal(url) or ""
     body = message(event)
     if body is None:
         return NotifyResult(False, error=f"event {event.kind!r} is not notified")
-    if not url.startswith(("http://", "https://")):
-        return NotifyResult(False, error=f"notification url must start with http:// or https://, got {url!r}")
+    if not clear.startswith(("http://", "https://")):
+        return NotifyResult(
+            False, error=f"notification url must start with http:// or https://, got {redact_url(clear)!r}"
+        )
     send = post or post_json
     try:
-        status = send(url, body, min(max(timeout_s, 0.1), MAX_TIMEOUT_S))
+        status = send(clear, body, min(max(timeout_s, 0.1), MAX_TIMEOUT_S))
     except Exception as e:  # a notification must never break a deploy
-        return NotifyResult(False, error=f"{type(e).__name__}: {e}")
+        return NotifyResult(False, error=scrub(f"{type(e).__name__}: {e}", clear))
     if 200 <= status < 300:
         return NotifyResult(True, status=status)
     return NotifyResult(False, status=status, error=f"receiver answered {status}")
