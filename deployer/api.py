@@ -22,7 +22,7 @@ from deployer.planning import Plan
 from deployer.protocols import Provider, ProviderContext
 from deployer.records import ArtifactRef, Observed, Release, Traffic
 from deployer.rollout import check_strategy
-from deployer.secrets import redact_options, revealed, secret_fields
+from deployer.secrets import redact_options, revealed
 from deployer.spec import Autoscaling, Spec, Target
 
 # ---- context ------------------------------------------------------------------------------------
@@ -136,9 +136,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
     candidate = Release(
         id="r0000",
         endpoint=spec.name,
-        fingerprint=spec.runtime_fingerprint(
-            artifact.digest if artifact else None, secret_fields(options_model) if options_model else frozenset()
-        ),
+        fingerprint=spec.runtime_fingerprint(artifact.digest if artifact else None),
         artifact=artifact,
         flavor=spec.model.flavor,
         entrypoint=spec.model.entrypoint,

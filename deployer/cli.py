@@ -364,9 +364,8 @@ def serve(spec: str, env: str | None, port: int | None, host: str | None) -> Non
             )
         if s.model.path is None:
             raise CapabilityError("serve needs model.path", hint="set model.path to a model file or directory")
-        from deployer.local.serve import serve_path
-
         from deployer.local.provider import LocalProvider
+        from deployer.local.serve import serve_path
         from deployer.secrets import reveal
 
         opts = LocalProvider._parse(s.provider_options, "provider_options")

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
 from deployer import retry
 from deployer.errors import CapabilityError, DeployerError, NoPreviousReleaseError, NotFoundError, ProviderError
 from deployer.events import (
@@ -241,9 +239,7 @@ class Engine:
         if plan.noop:
             url = observed.url if observed else None
             return Outcome(endpoint, plan.release.id if plan.release else None, "unchanged", url, plan)
-        self.ledger.upsert_endpoint(
-            endpoint, self.provider.name, target_record(spec, getattr(self.provider, "Options", None))
-        )
+        self.ledger.upsert_endpoint(endpoint, self.provider.name, target_record(spec, self.provider))
         release = plan.release
         assert release is not None
         resumed = head.in_flight is not None and head.in_flight.id == release.id
@@ -615,7 +611,8 @@ def _without(shares: dict[str, int], release_id: str) -> dict[str, int]:
     return {k: v for k, v in shares.items() if k != release_id}
 
 
-def target_record(spec: Spec, options_model: type[BaseModel] | None = None) -> dict[str, Any]:
+def target_record(spec: Spec, provider: Provider | None = None) -> dict[str, Any]:
     """The ledger's record of where the endpoint lives: its target and its provider options, with
-    the values of the ``options_model``'s secret fields redacted (:mod:`deployer.secrets`)."""
-    return {**spec.target.model_dump(mode="json"), "options": redact_options(spec.provider_options, options_model)}
+    the values of the ``provider.Options`` secret fields redacted (:mod:`deployer.secrets`)."""
+    options = redact_options(spec.provider_options, getattr(provider, "Options", None))
+    return {**spec.target.model_dump(mode="json"), "options": options}

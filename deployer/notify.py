@@ -14,6 +14,7 @@ call has a bounded timeout (at most :data:`MAX_TIMEOUT_S`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +38,31 @@ def post_json(url: str, body: dict[str, Any], timeout_s: float) -> int:
     """
     import httpx
 
+    _hide_in_logs(url)
     try:
         return httpx.post(url, json=body, timeout=timeout_s).status_code
     except httpx.TimeoutException as e:
         raise TimeoutError(f"no answer within {timeout_s:g}s") from e
     except httpx.TransportError as e:
         raise ConnectionError(str(e) or type(e).__name__) from e
+
+
+_SECRET_URLS: set[str] = set()
+
+
+class _RedactUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO; a webhook URL is a secret: show it redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(str(a) in _SECRET_URLS for a in record.args):
+            record.args = tuple(redact_url(str(a)) if str(a) in _SECRET_URLS else a for a in record.args)
+        return True
+
+
+def _hide_in_logs(url: str) -> None:
+    if not _SECRET_URLS:
+        logging.getLogger("httpx").addFilter(_RedactUrls())
+    _SECRET_URLS.add(url)
 
 
 @dataclass(frozen=True)

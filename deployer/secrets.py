@@ -55,13 +55,6 @@ def revealed(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v != REDACTED}
 
 
-def public_options(options: dict[str, Any], model: type[BaseModel] | None) -> dict[str, Any]:
-    """Options as they enter a fingerprint: secret fields left out, so a token is never hashed into
-    a resource name and changing it alone does not make a new release."""
-    secret = secret_fields(model) if model is not None else frozenset()
-    return {k: v for k, v in options.items() if k not in secret}
-
-
 def redact_url(url: SecretStr | str | None) -> str:
     """``scheme://host[:port]/…``: what a webhook URL may be shown as."""
     raw = reveal(url) or ""

@@ -23,6 +23,10 @@ The intersection of what SageMaker, Vertex AI and Azure ML accept, so a spec mov
 Flavor = Literal["sklearn", "onnx", "python", "container"]
 
 
+def _clear(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in options.items()}
+
+
 def _http_url(v: SecretStr) -> SecretStr:
     if not v.get_secret_value().startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
@@ -358,12 +362,12 @@ class Spec(_Model):
                 raise ValueError(f"tag {k!r}: keys are 1-128 chars and values at most 256")
         return v
 
-    def runtime_fingerprint(self, artifact_digest: str | None, secret_options: frozenset[str] = frozenset()) -> str:
+    def runtime_fingerprint(self, artifact_digest: str | None) -> str:
         """Hash of everything that makes a release different: artifact, runtime, resources, options.
 
         Traffic strategy, gates and tags are not part of it: changing them does not need a new release.
-        Nor are the ``secret_options`` (the provider's ``SecretStr`` option fields): a token is never
-        hashed into what is stored and shown.
+        Provider options are, secret ones included (only ever as part of this hash), so rotating a
+        token is a deploy that takes effect.
         """
         body = {
             "artifact": artifact_digest,
@@ -372,7 +376,7 @@ class Spec(_Model):
             "image": self.model.image,
             "uri": self.model.uri if artifact_digest is None else None,
             "resources": self.resources.model_dump(mode="json"),
-            "provider_options": {k: v for k, v in self.provider_options.items() if k not in secret_options},
+            "provider_options": _clear(self.provider_options),
         }
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
