@@ -78,6 +78,16 @@ def scheme_of(uri: str) -> str:
     return parts.scheme
 
 
+def split_object(uri: str, example: str) -> tuple[str, str]:
+    """``scheme://container/name`` -> (container, name); a URI naming no object is a SpecError
+    whose fix shows ``example``."""
+    parts = urlsplit(uri)
+    name = parts.path.lstrip("/")
+    if not parts.netloc or not name or name.endswith("/"):
+        raise SpecError("model.uri", f"{uri} does not name an object", fix=f"use {example}")
+    return parts.netloc, name
+
+
 def check_uri(uri: str, digest: str | None) -> None:
     """Offline checks of ``model.uri`` / ``model.digest`` (called by spec validation)."""
     scheme = scheme_of(uri)

@@ -14,20 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
-from deployer.errors import NotFoundError, SpecError, TransientError
-from deployer.sources import ProgressFn
+from deployer.errors import NotFoundError, TransientError
+from deployer.sources import ProgressFn, split_object
 from deployer_gcp import _sdk
 from deployer_gcp.errors import gcp_errors
 
 
 def _split(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    name = parts.path.lstrip("/")
-    if not parts.netloc or not name or name.endswith("/"):
-        raise SpecError("model.uri", f"{uri} does not name an object", fix="use gs://BUCKET/path/to/model.joblib")
-    return parts.netloc, name
+    return split_object(uri, "gs://BUCKET/path/to/model.joblib")
 
 
 class _Counting:
