@@ -115,6 +115,10 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
 
         want = spec.model.digest.removeprefix("sha256:") if spec.model.digest else None
         source = fetch(spec.model.uri, want, home(), on_progress=_reporter(spec, on_event, "download")).path
+        if source.is_dir() and (source / "MLmodel").is_file():
+            from deployer.mlflow_source import served_as
+
+            spec = served_as(spec, source)  # an MLflow model: its MLmodel file says how it is served
     if source is not None or spec.model.obj is not None:
         packaged = (
             artifacts.package(source, serving=spec.serving, flavor=spec.model.flavor)
