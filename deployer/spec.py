@@ -64,7 +64,9 @@ class ModelSource(_Model):
 
     path: str | None = Field(None, description="Local file or directory holding the model.")
     uri: str | None = Field(
-        None, description="Remote model: s3://, gs://, az://, or https:// (with digest); downloaded once and cached."
+        None,
+        description="Remote model: s3://, gs://, az://, https:// (with digest), or MLflow models:/ and runs:/ "
+        "(the flavor then comes from its MLmodel file); downloaded once and cached.",
     )
     digest: str | None = Field(
         None,
