@@ -21,11 +21,12 @@ How the release is served is read from the model's ``MLmodel`` file (:func:`serv
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from deployer.errors import NotFoundError, SpecError, StorageError, TransientError
+from deployer.sources import MLFLOW_MODELS as _MODELS
+from deployer.sources import MLFLOW_RUNS as _RUNS
 from deployer.sources import ProgressFn
 
 INSTALL = "pip install 'mldeployer[mlflow]' (it brings mlflow-skinny)"
@@ -56,19 +57,6 @@ class MlflowPyfunc:
         out = self._model.predict(np.asarray(rows))
         return out.tolist() if hasattr(out, "tolist") else out
 '''
-
-_MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))$")
-_RUNS = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)(?P<path>/.*)?$")
-
-
-def check(uri: str) -> None:
-    """Offline: the shape of an MLflow URI (raises ValueError naming the forms)."""
-    if not (_MODELS.match(uri) or _RUNS.match(uri)):
-        raise ValueError(
-            f"{uri!r} is not an MLflow model URI; use models:/NAME/VERSION, models:/NAME@ALIAS, "
-            "models:/NAME/latest or runs:/RUN_ID/PATH"
-        )
-
 
 def _mlflow() -> Any:
     try:

@@ -25,6 +25,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -81,6 +82,10 @@ def scheme_of(uri: str) -> str:
     return parts.scheme
 
 
+MLFLOW_MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))$")
+MLFLOW_RUNS = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)(?P<path>/.*)?$")
+
+
 def split_object(uri: str, example: str) -> tuple[str, str]:
     """``scheme://container/name`` -> (container, name); a URI naming no object is a SpecError
     whose fix shows ``example``."""
@@ -102,9 +107,11 @@ def check_uri(uri: str, digest: str | None) -> None:
                 f"MLflow {scheme}:/ URIs are read with mlflow, which is not installed: {HINTS[scheme]}; "
                 f"or run `mlflow artifacts download -u {uri} -d DIR` and set model.path to DIR"
             )
-        from deployer.mlflow_source import check
-
-        check(uri)
+        if not (MLFLOW_MODELS.match(uri) or MLFLOW_RUNS.match(uri)):
+            raise ValueError(
+                f"{uri!r} is not an MLflow model URI; use models:/NAME/VERSION, models:/NAME@ALIAS, "
+                "models:/NAME/latest or runs:/RUN_ID/PATH"
+            )
         return
     if scheme in ("http", "https"):
         if digest is None:
