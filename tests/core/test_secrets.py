@@ -135,6 +135,7 @@ provider_options: {{host: 127.0.0.1, token: "${{DEPLOYER_LOCAL_TOKEN}}"}}
         assert cli_json("deploy", str(spec))["release"] == "r0001"
         assert any(NOTIFY_PATH in p for p in hooks.paths), "the promotion was notified"
         assert answers(None) == 401 and answers(TOKEN) == 200
+        outputs.append(json.dumps(cli_json("plan", str(spec))))  # with the token in the spec
 
         # A redeploy in a shell without the token: the spec's ${DEPLOYER_LOCAL_TOKEN} has nowhere to
         # come from, so it is written without one; the endpoint keeps its token.
