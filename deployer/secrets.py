@@ -36,7 +36,9 @@ def reveal(value: SecretStr | str | None) -> str | None:
 
 def secret_fields(model: type[BaseModel]) -> frozenset[str]:
     """Names of the fields of ``model`` typed ``SecretStr`` (or ``SecretStr | None``)."""
-    out = set()
+    out: set[str] = set()
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return frozenset()
     for name, info in model.model_fields.items():
         ann = info.annotation
         if ann is SecretStr or SecretStr in getattr(ann, "__args__", ()):
