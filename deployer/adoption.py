@@ -68,7 +68,7 @@ def adopt(engine: Engine, spec: Spec, candidate: Release, upload: Callable[[], A
         )
     known = {r.id: r for r in engine.ledger.releases(endpoint)}
     previous: dict[str, Any] = {}
-    engine.ledger.upsert_endpoint(endpoint, engine.provider.name, target_record(spec))
+    engine.ledger.upsert_endpoint(endpoint, engine.provider.name, target_record(spec, engine.provider))
     with engine.ledger.transaction():
         for row in known.values():
             if row.status == "live" and row.id != live:

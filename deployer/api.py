@@ -22,6 +22,7 @@ from deployer.planning import Plan
 from deployer.protocols import Provider, ProviderContext
 from deployer.records import ArtifactRef, Capabilities, Observed, Release
 from deployer.rollout import check_strategy
+from deployer.secrets import redact_options, revealed
 from deployer.spec import Autoscaling, Spec, Target
 
 # ---- context ------------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ def provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
             hint="check the name, or point --state / DEPLOYER_HOME at the right ledger",
         )
     target = Target.model_validate({k: v for k, v in row.target.items() if k != "options"})
-    return row, make_provider(target, row.target.get("options") or {})
+    return row, make_provider(target, revealed(row.target.get("options") or {}))
 
 
 _provider_for = provider_for  # the former private name, for callers not yet moved
@@ -114,6 +115,10 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
 
         want = spec.model.digest.removeprefix("sha256:") if spec.model.digest else None
         source = fetch(spec.model.uri, want, home(), on_progress=_reporter(spec, on_event, "download")).path
+        if source.is_dir() and (source / "MLmodel").is_file():
+            from deployer.mlflow_source import served_as
+
+            spec = served_as(spec, source)  # an MLflow model: its MLmodel file says how it is served
     if source is not None or spec.model.obj is not None:
         packaged = (
             artifacts.package(source, serving=spec.serving, flavor=spec.model.flavor)
@@ -131,6 +136,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
 
             def upload() -> ArtifactRef:
                 return store.put(packaged.path, packaged.digest, on_progress=report)
+    options_model = getattr(provider, "Options", None)
     candidate = Release(
         id="r0000",
         endpoint=spec.name,
@@ -142,7 +148,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
         resources=spec.resources,
         autoscaling=spec.autoscaling,
         tags=spec.tags,
-        options=spec.provider_options,
+        options=redact_options(spec.provider_options, options_model),
     )
     return Prepared(spec, provider, candidate, upload, packaged)
 

@@ -377,7 +377,9 @@ def guard(
 @click.argument("spec", type=click.Path())
 @env_opt
 @click.option("--port", type=int, default=None, help="Port (default: the spec's provider_options.port or 8080).")
-def serve(spec: str, env: str | None, port: int | None) -> None:
+@click.option("--host", default=None, help="Interface (default: the spec's provider_options.host or 127.0.0.1); "
+              "anything but loopback needs a token ($DEPLOYER_LOCAL_TOKEN or provider_options.token).")
+def serve(spec: str, env: str | None, port: int | None, host: str | None) -> None:
     """Serve SPEC's model on this machine in the foreground until Ctrl-C (no ledger, no packaging)."""
 
     def body(r: Renderer) -> int:
@@ -404,17 +406,19 @@ def serve(spec: str, env: str | None, port: int | None) -> None:
             )
         if s.model.path is None:
             raise CapabilityError("serve needs model.path", hint="set model.path to a model file or directory")
+        from deployer.local.provider import LocalProvider
         from deployer.local.serve import serve_path
+        from deployer.secrets import reveal
 
-        opts = s.provider_options
+        opts = LocalProvider._parse(s.provider_options, "provider_options")
         return serve_path(
             s.model.path,
             flavor=s.model.flavor,
             entrypoint=s.model.entrypoint,
-            host=opts.get("host", "127.0.0.1"),
-            port=port or int(opts.get("port") or 0) or 8080,
+            host=host or opts.host,
+            port=port or opts.port or 8080,
             workers=s.resources.replicas,
-            token=opts.get("token"),
+            token=reveal(opts.token),
             name=s.name,
         )
 

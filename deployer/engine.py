@@ -55,6 +55,7 @@ from deployer.planning import PRESENT, LedgerHead, Plan, Step, check_owned
 from deployer.protocols import Provider
 from deployer.records import ArtifactRef, Observed, Operation, Release, Traffic
 from deployer.rollout import rollback_steps
+from deployer.secrets import redact_options, reveal
 from deployer.spec import Autoscaling, Spec
 from deployer.waiting import Clock, SystemClock, wait_for
 
@@ -272,7 +273,7 @@ class Engine:
         from deployer.planning import make_plan
 
         endpoint = spec.name
-        self.notify_url = self.notify_url or spec.notify_webhook
+        self.notify_url = self.notify_url or reveal(spec.notify_webhook)
         observed = self.observe_owned(endpoint)
         self.reconcile(endpoint, observed)
         head = self.head(endpoint)
@@ -281,7 +282,7 @@ class Engine:
         if plan.noop:
             url = observed.url if observed else None
             return Outcome(endpoint, plan.release.id if plan.release else None, "unchanged", url, plan)
-        self.ledger.upsert_endpoint(endpoint, self.provider.name, target_record(spec))
+        self.ledger.upsert_endpoint(endpoint, self.provider.name, target_record(spec, self.provider))
         release = plan.release
         assert release is not None
         resumed = head.in_flight is not None and head.in_flight.id == release.id
@@ -700,5 +701,8 @@ def _without(shares: dict[str, int], release_id: str) -> dict[str, int]:
     return {k: v for k, v in shares.items() if k != release_id}
 
 
-def target_record(spec: Spec) -> dict[str, Any]:
-    return {**spec.target.model_dump(mode="json"), "options": spec.provider_options}
+def target_record(spec: Spec, provider: Provider | None = None) -> dict[str, Any]:
+    """The ledger's record of where the endpoint lives: its target and its provider options, with
+    the values of the ``provider.Options`` secret fields redacted (:mod:`deployer.secrets`)."""
+    options = redact_options(spec.provider_options, getattr(provider, "Options", None))
+    return {**spec.target.model_dump(mode="json"), "options": options}

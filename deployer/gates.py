@@ -79,6 +79,7 @@ from deployer.errors import ProviderError, TransientError
 from deployer.events import GateEvaluated
 from deployer.notify import Poster, post_json
 from deployer.records import Metrics, Response
+from deployer.secrets import redact_url, scrub
 from deployer.spec import CallableGate, MetricGate, SmokeGate, WebhookGate
 
 Outcome = Literal["pass", "fail", "inconclusive"]
@@ -356,12 +357,14 @@ def _callable(gate: CallableGate, ctx: GateContext, name: str) -> GateResult:
 
 
 def _webhook(gate: WebhookGate, ctx: GateContext, name: str) -> GateResult:
-    threshold: dict[str, Scalar] = {"url": gate.url, "timeout_s": gate.timeout_s}
+    shown = redact_url(gate.url)  # the URL is a secret: evidence names it by scheme and host only
+    threshold: dict[str, Scalar] = {"url": shown, "timeout_s": gate.timeout_s}
     body = {**ctx.to_dict(), "gate": name}
+    clear = gate.url.get_secret_value()
     try:
-        status = ctx.post(gate.url, body, gate.timeout_s)
+        status = ctx.post(clear, body, gate.timeout_s)
     except OSError as e:
-        return _result(gate, ctx, name, "inconclusive", f"{gate.url} unreachable: {type(e).__name__}: {e}",
+        return _result(gate, ctx, name, "inconclusive", scrub(f"{shown} unreachable: {type(e).__name__}: {e}", clear),
                        threshold=threshold)
     observed: dict[str, Scalar] = {"status": status}
     if 200 <= status < 300:

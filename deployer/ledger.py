@@ -40,6 +40,7 @@ from typing import Any
 from deployer.errors import LedgerError, LockedError, NoPreviousReleaseError
 from deployer.procs import pid_alive
 from deployer.records import Release, Traffic
+from deployer.secrets import private_file
 from deployer.spec import Autoscaling
 
 SCHEMA = """
@@ -155,7 +156,7 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         try:
             self.db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")

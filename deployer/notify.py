@@ -14,11 +14,15 @@ call has a bounded timeout (at most :data:`MAX_TIMEOUT_S`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from deployer.events import Event, Promoted, RolledBack
+from deployer.secrets import redact_url, reveal, scrub
 
 Poster = Callable[[str, dict[str, Any], float], int]
 """``post(url, json_body, timeout_s) -> HTTP status``; raises ``OSError`` when the URL is unreachable."""
@@ -34,12 +38,31 @@ def post_json(url: str, body: dict[str, Any], timeout_s: float) -> int:
     """
     import httpx
 
+    _hide_in_logs(url)
     try:
         return httpx.post(url, json=body, timeout=timeout_s).status_code
     except httpx.TimeoutException as e:
         raise TimeoutError(f"no answer within {timeout_s:g}s") from e
     except httpx.TransportError as e:
         raise ConnectionError(str(e) or type(e).__name__) from e
+
+
+_SECRET_URLS: set[str] = set()
+
+
+class _RedactUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO; a webhook URL is a secret: show it redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(str(a) in _SECRET_URLS for a in record.args):
+            record.args = tuple(redact_url(str(a)) if str(a) in _SECRET_URLS else a for a in record.args)
+        return True
+
+
+def _hide_in_logs(url: str) -> None:
+    if not _SECRET_URLS:
+        logging.getLogger("httpx").addFilter(_RedactUrls())
+    _SECRET_URLS.add(url)
 
 
 @dataclass(frozen=True)
@@ -87,22 +110,28 @@ def message(event: Event) -> dict[str, Any] | None:
     }
 
 
-def notify(url: str, event: Event, *, timeout_s: float = 5.0, post: Poster | None = None) -> NotifyResult:
+def notify(
+    url: SecretStr | str, event: Event, *, timeout_s: float = 5.0, post: Poster | None = None
+) -> NotifyResult:
     """Post ``event`` to the webhook ``url``; never raises.
 
     Returns a falsy :class:`NotifyResult` with ``error`` set when the event is not one that is
-    notified, the URL is not http(s), the receiver is unreachable or answers non-2xx.
+    notified, the URL is not http(s), the receiver is unreachable or answers non-2xx. The URL is a
+    secret: ``error`` names it only by :func:`~deployer.secrets.redact_url`.
     """
+    clear = reveal(url) or ""
     body = message(event)
     if body is None:
         return NotifyResult(False, error=f"event {event.kind!r} is not notified")
-    if not url.startswith(("http://", "https://")):
-        return NotifyResult(False, error=f"notification url must start with http:// or https://, got {url!r}")
+    if not clear.startswith(("http://", "https://")):
+        return NotifyResult(
+            False, error=f"notification url must start with http:// or https://, got {redact_url(clear)!r}"
+        )
     send = post or post_json
     try:
-        status = send(url, body, min(max(timeout_s, 0.1), MAX_TIMEOUT_S))
+        status = send(clear, body, min(max(timeout_s, 0.1), MAX_TIMEOUT_S))
     except Exception as e:  # a notification must never break a deploy
-        return NotifyResult(False, error=f"{type(e).__name__}: {e}")
+        return NotifyResult(False, error=scrub(f"{type(e).__name__}: {e}", clear))
     if 200 <= status < 300:
         return NotifyResult(True, status=status)
     return NotifyResult(False, status=status, error=f"receiver answered {status}")

@@ -7,8 +7,9 @@ Schemes and who reads them:
 * ``s3://``, ``gs://``, ``az://`` (and ``https://<account>.blob.core.windows.net/...``): through the
   installed provider package's SDK, found like providers through the ``deployer.sources`` entry points
   (``s3 = "deployer_aws.source:S3Source"``). A missing package is a typed error with its install hint.
-* MLflow ``models:/`` and ``runs:/`` URIs are refused offline with the way around (download the model
-  with ``mlflow artifacts download`` and set ``model.path``) until MLflow is supported as a source.
+* MLflow ``models:/`` and ``runs:/`` URIs: through MLflow's own client when ``mlflow`` is installed
+  (:mod:`deployer.mlflow_source`, the ``models`` / ``runs`` entry points of this package); without it
+  they are refused offline with the install hint and the way around.
 
 The cache lives below ``$DEPLOYER_HOME/sources``: ``sha256/<digest>/<name>`` holds each verified
 download (content-addressed: a digest names exactly one content), and ``index.json`` maps a URI and the
@@ -24,6 +25,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -45,6 +47,8 @@ HINTS = {
     "s3": "pip install mldeployer-aws",
     "gs": "pip install mldeployer-gcp",
     "az": "pip install mldeployer-azure",
+    "models": "pip install 'mldeployer[mlflow]'",
+    "runs": "pip install 'mldeployer[mlflow]'",
 }
 
 
@@ -78,14 +82,37 @@ def scheme_of(uri: str) -> str:
     return parts.scheme
 
 
+MLFLOW_MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))$")
+MLFLOW_RUNS = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)(?P<path>/.*)?$")
+
+
+def split_object(uri: str, example: str) -> tuple[str, str]:
+    """``scheme://container/name`` -> (container, name); a URI naming no object is a SpecError
+    whose fix shows ``example``."""
+    parts = urlsplit(uri)
+    name = parts.path.lstrip("/")
+    if not parts.netloc or not name or name.endswith("/"):
+        raise SpecError("model.uri", f"{uri} does not name an object", fix=f"use {example}")
+    return parts.netloc, name
+
+
 def check_uri(uri: str, digest: str | None) -> None:
     """Offline checks of ``model.uri`` / ``model.digest`` (called by spec validation)."""
     scheme = scheme_of(uri)
     if scheme in ("models", "runs"):
-        raise ValueError(
-            f"MLflow {scheme}:/ URIs are not read yet; run `mlflow artifacts download -u {uri} -d DIR` "
-            "and set model.path to DIR"
-        )
+        from importlib.util import find_spec
+
+        if find_spec("mlflow") is None:
+            raise ValueError(
+                f"MLflow {scheme}:/ URIs are read with mlflow, which is not installed: {HINTS[scheme]}; "
+                f"or run `mlflow artifacts download -u {uri} -d DIR` and set model.path to DIR"
+            )
+        if not (MLFLOW_MODELS.match(uri) or MLFLOW_RUNS.match(uri)):
+            raise ValueError(
+                f"{uri!r} is not an MLflow model URI; use models:/NAME/VERSION, models:/NAME@ALIAS, "
+                "models:/NAME/latest or runs:/RUN_ID/PATH"
+            )
+        return
     if scheme in ("http", "https"):
         if digest is None:
             raise ValueError(

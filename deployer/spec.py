@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
@@ -21,6 +21,16 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
 The intersection of what SageMaker, Vertex AI and Azure ML accept, so a spec moves between clouds."""
 
 Flavor = Literal["sklearn", "onnx", "python", "container"]
+
+
+def _clear(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in options.items()}
+
+
+def _http_url(v: SecretStr) -> SecretStr:
+    if not v.get_secret_value().startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return v
 
 
 class _Model(BaseModel):
@@ -54,7 +64,9 @@ class ModelSource(_Model):
 
     path: str | None = Field(None, description="Local file or directory holding the model.")
     uri: str | None = Field(
-        None, description="Remote model: s3://, gs://, az://, or https:// (with digest); downloaded once and cached."
+        None,
+        description="Remote model: s3://, gs://, az://, https:// (with digest), or MLflow models:/ and runs:/ "
+        "(the flavor then comes from its MLmodel file); downloaded once and cached.",
     )
     digest: str | None = Field(
         None,
@@ -243,9 +255,16 @@ class WebhookGate(_Gate):
     """POST the context to a URL; 2xx passes."""
 
     type: Literal["webhook"] = "webhook"
-    url: str = Field(..., pattern=r"^https?://")
+    url: SecretStr = Field(
+        ..., description="http(s) URL; a secret: only its scheme and host are ever stored or shown."
+    )
     timeout_s: float = Field(5.0, gt=0)
     min_samples: int = Field(0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: SecretStr) -> SecretStr:
+        return _http_url(v)
 
 
 Gate = Annotated[MetricGate | SmokeGate | CallableGate | WebhookGate, Field(discriminator="type")]
@@ -308,12 +327,19 @@ class Spec(_Model):
     )
     tags: dict[str, str] = Field(default_factory=dict)
     state: StateBackend = Field(default_factory=StateBackend)
-    notify_webhook: str | None = Field(
-        None, pattern=r"^https?://", description="Slack-compatible webhook called on rollback and promotion."
+    notify_webhook: SecretStr | None = Field(
+        None,
+        description="Slack-compatible webhook called on rollback and promotion; a secret: only its scheme "
+        "and host are ever stored or shown.",
     )
     provider_options: dict[str, Any] = Field(
         default_factory=dict, description="The provider's own typed options (see each provider's Options model)."
     )
+
+    @field_validator("notify_webhook")
+    @classmethod
+    def _notify(cls, v: SecretStr | None) -> SecretStr | None:
+        return None if v is None else _http_url(v)
 
     @field_validator("name")
     @classmethod
@@ -342,6 +368,8 @@ class Spec(_Model):
         """Hash of everything that makes a release different: artifact, runtime, resources, options.
 
         Traffic strategy, gates and tags are not part of it: changing them does not need a new release.
+        Provider options are, secret ones included (only ever as part of this hash), so rotating a
+        token is a deploy that takes effect.
         """
         body = {
             "artifact": artifact_digest,
@@ -350,7 +378,7 @@ class Spec(_Model):
             "image": self.model.image,
             "uri": self.model.uri if artifact_digest is None else None,
             "resources": self.resources.model_dump(mode="json"),
-            "provider_options": self.provider_options,
+            "provider_options": _clear(self.provider_options),
         }
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import ipaddress
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from deployer.errors import (
     CapabilityError,
@@ -43,6 +42,7 @@ from deployer.errors import (
     StorageError,
     TransientError,
 )
+from deployer.local.bind import TOKEN_ENV, require_token
 from deployer.local.liveness import check_port, running_pid, started, stop_orphans
 from deployer.local.state import (
     Desired,
@@ -72,12 +72,14 @@ from deployer.records import (
     Response,
     Traffic,
 )
+from deployer.secrets import reveal, revealed
 from deployer.serving.metrics import aggregate, read_snapshots
 from deployer.spec import NAME_RE, Autoscaling, Spec
 
 
-def _env_token() -> str | None:
-    return os.environ.get("DEPLOYER_LOCAL_TOKEN") or None
+def _env_token() -> SecretStr | None:
+    value = os.environ.get(TOKEN_ENV)
+    return SecretStr(value) if value else None
 
 
 class LocalOptions(BaseModel):
@@ -87,9 +89,10 @@ class LocalOptions(BaseModel):
 
     host: str = Field("127.0.0.1", description="Interface to listen on; anything but loopback needs a token.")
     port: int = Field(0, ge=0, le=65535, description="TCP port; 0 picks a free one (kept across restarts).")
-    token: str | None = Field(
+    token: SecretStr | None = Field(
         default_factory=_env_token,
-        description="Bearer token clients must send (default: $DEPLOYER_LOCAL_TOKEN).",
+        description="Bearer token clients must send (default: $DEPLOYER_LOCAL_TOKEN). A secret: the ledger "
+        "stores it redacted, and a deploy, rollback or guard run without one keeps the endpoint's token.",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Timeout of invoke() requests.")
     stop_timeout_s: float = Field(15.0, gt=0, description="destroy: SIGKILL what still runs after this.")
@@ -122,15 +125,6 @@ def _live_state(paths: Paths) -> tuple[int | None, dict[str, Any] | None]:
     return pid, state if state is not None and state.get("pid") == pid else None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class LocalProvider:
     """Endpoints served by supervisor processes under ``<home>/local``."""
 
@@ -157,8 +151,14 @@ class LocalProvider:
 
     def _opts(self, release: Release | None = None) -> LocalOptions:
         if release is not None and release.options:
-            return self._parse(release.options, "provider_options")
+            return self._parse(revealed(release.options), "provider_options")
         return self.options
+
+    def _token(self, opts: LocalOptions, current: Desired | None) -> str | None:
+        """The token to serve with: the one given (release options, the provider's options or
+        ``$DEPLOYER_LOCAL_TOKEN``), else the one the endpoint already has. Never dropped."""
+        given = reveal(opts.token) or reveal(self.options.token)
+        return given or (current.token if current is not None else None)
 
     def paths(self, endpoint: str) -> Paths:
         if not NAME_RE.fullmatch(endpoint):
@@ -196,6 +196,7 @@ class LocalProvider:
     def _write(self, paths: Paths, desired: Desired) -> Desired:
         workers = max([r.replicas for r in desired.releases.values()] or [1])
         new = replace(desired, workers=workers, version=desired.version + 1)
+        require_token(new.host, new.token)
         write_desired(paths, new)
         return new
 
@@ -204,12 +205,8 @@ class LocalProvider:
         opts = self._parse(spec.provider_options, "provider_options")
         if spec.model.flavor == "container":
             raise CapabilityError(CAPABILITIES.reason("container_images"))
-        if not _is_loopback(opts.host) and not opts.token:
-            raise SpecError(
-                "provider_options.token",
-                f"listening on {opts.host} (not loopback) needs a bearer token",
-                fix="set provider_options.token or $DEPLOYER_LOCAL_TOKEN, or use host 127.0.0.1",
-            )
+        current = read_desired(self.paths(spec.name))
+        require_token(opts.host, reveal(opts.token) or (current.token if current is not None else None))
         if spec.autoscaling is not None and spec.autoscaling.scale_to_zero:
             raise CapabilityError(CAPABILITIES.reason("scale_to_zero"))
 
@@ -242,8 +239,9 @@ class LocalProvider:
                     f"{(found.fingerprint or 'none')[:12]}, not {release.fingerprint[:12]}",
                     hint=f"another ledger made it: `deployer adopt {release.endpoint} --spec SPEC`",
                 )
+            token = self._token(opts, current)
             if current is None:
-                current = Desired(endpoint=release.endpoint, host=opts.host, port=opts.port, token=opts.token)
+                current = Desired(endpoint=release.endpoint, host=opts.host, port=opts.port, token=token)
             elif state is not None and (opts.host != current.host or (opts.port and opts.port != state.get("port"))):
                 raise ConflictError(
                     f"endpoint {release.endpoint!r} listens on {current.host}:{state.get('port')}; "
@@ -261,10 +259,10 @@ class LocalProvider:
             mirror = dict(traffic.mirror) if traffic.weights else dict(current.mirror)
             _check_mirror(mirror, releases)
             desired = current
-            new = (releases, weights, mirror, opts.token)
+            new = (releases, weights, mirror, token)
             if new != (current.releases, current.weights, current.mirror, current.token) or current.version == 0:
                 desired = self._write(
-                    paths, replace(current, releases=releases, weights=weights, mirror=mirror, token=opts.token)
+                    paths, replace(current, releases=releases, weights=weights, mirror=mirror, token=token)
                 )
         self._start_supervisor(paths)
         return self._op("deploy_release", release.endpoint, release.id, desired.version)

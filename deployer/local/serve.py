@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from deployer.errors import SpecError
+from deployer.local.bind import TOKEN_ENV, require_token
 from deployer.local.state import Desired, Paths, ReleaseSpec, write_desired
 from deployer.local.supervisor import Supervisor, setup_logging, start_preload
 
@@ -35,9 +37,12 @@ def serve_path(
     """Serve ``path`` as release ``r0001`` until stopped; returns the exit code.
 
     Blocks. ``endpoint_dir`` holds the runtime state (a temporary directory, removed at exit, when
-    not given). Raises nothing on purpose: a model that fails to load is logged and ``/ready``
-    answers 503.
+    not given). ``token`` defaults to ``$DEPLOYER_LOCAL_TOKEN``; a ``host`` other than loopback
+    without one raises :class:`~deployer.errors.SpecError` before anything starts. Otherwise raises
+    nothing on purpose: a model that fails to load is logged and ``/ready`` answers 503.
     """
+    token = token or os.environ.get(TOKEN_ENV) or None
+    require_token(host, token, field="token")
     spec = ReleaseSpec(path=str(Path(path).resolve()), flavor=flavor, entrypoint=entrypoint, replicas=workers)
     desired = Desired(
         endpoint=name,
@@ -69,8 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--token", default=os.environ.get("DEPLOYER_LOCAL_TOKEN"))
+    parser.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
     args = parser.parse_args(argv)
+    try:
+        return _serve_args(args)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _serve_args(args: argparse.Namespace) -> int:
     return serve_path(
         args.path,
         flavor=args.flavor,

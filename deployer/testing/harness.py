@@ -78,7 +78,7 @@ class Recorder:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if not callable(attr) or name.startswith("_"):
+        if not callable(attr) or name.startswith("_") or isinstance(attr, type):  # e.g. Options: a model class
             return attr
 
         def wrapped(*a: Any, **kw: Any) -> Any:

@@ -107,12 +107,12 @@ def test_https_digest_mismatch_is_refused_and_nothing_kept(tmp_path: Path, files
     assert _leftovers(tmp_path) == []
 
 
-def test_https_without_digest_and_mlflow_uris_are_refused_offline(tmp_path: Path) -> None:
+def test_https_without_digest_and_malformed_mlflow_uris_are_refused_offline(tmp_path: Path) -> None:
     (tmp_path / "m").write_text("x")
     with pytest.raises(SpecError, match="needs model.digest"):
         load_spec(_spec(tmp_path, "ep-a", {"uri": "https://example.com/m.joblib"}))
-    with pytest.raises(SpecError, match="mlflow artifacts download"):
-        load_spec(_spec(tmp_path, "ep-b", {"uri": "models:/churn/3"}))
+    with pytest.raises(SpecError, match="models:/NAME/VERSION"):
+        load_spec(_spec(tmp_path, "ep-b", {"uri": "models:/churn"}))
     with pytest.raises(SpecError, match="unsupported model.uri scheme 'ftp'"):
         load_spec(_spec(tmp_path, "ep-c", {"uri": "ftp://host/m.joblib"}))
     with pytest.raises(SpecError, match="model.digest is for model.uri"):

@@ -5,20 +5,14 @@ with one HeadObject; the download uses boto3's managed transfer with progress.""
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from deployer.errors import SpecError
-from deployer.sources import ProgressFn
+from deployer.sources import ProgressFn, split_object
 from deployer_aws import _sdk
 from deployer_aws.errors import aws_errors
 
 
 def _split(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    key = parts.path.lstrip("/")
-    if not parts.netloc or not key or key.endswith("/"):
-        raise SpecError("model.uri", f"{uri} does not name an object", fix="use s3://BUCKET/path/to/model.joblib")
-    return parts.netloc, key
+    return split_object(uri, "s3://BUCKET/path/to/model.joblib")
 
 
 class S3Source:
