@@ -206,11 +206,15 @@ def identify(
         raise SpecError("model.path", f"{src} is an empty directory", fix="put the model files in it")
     if any(name == MANIFEST_NAME for _, name in files):
         raise SpecError("model.path", f"{src} holds a file named {MANIFEST_NAME}", fix="rename that file")
-    cache = cache or default_cache()
+    digests = cache or default_cache()
     entries = []
-    for path, name in files:
-        st = path.stat()
-        entries.append(Entry(name, cache.sha256(path), st.st_size, _mode(st.st_mode), source=path))
+    try:
+        for path, name in files:
+            st = path.stat()
+            entries.append(Entry(name, digests.sha256(path), st.st_size, _mode(st.st_mode), source=path))
+    finally:
+        if cache is None:
+            digests.close()
     entries, section, notes = _with_serving(entries, src, serving, flavor)
     return _model(entries, flavor, section, notes)
 

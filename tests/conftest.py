@@ -29,12 +29,20 @@ if not os.environ.get("DEPLOYER_HOME"):
     os.environ["DEPLOYER_HOME"] = str(_HOME)
 
 
+NOT_OURS = {".ses": "onnxruntime's telemetry session id, written by every process that creates an InferenceSession"}
+"""Files third-party runtimes keep in ``$TMPDIR`` for the life of the machine, not of an operation."""
+
+
 def leftovers(root: Path) -> list[str]:
-    """What is in ``root``, as relative paths of its top-level entries with their total size."""
+    """What is in ``root`` (but :data:`NOT_OURS`): its top-level entries with their total size."""
     out = []
     for entry in sorted(root.iterdir()):
+        if entry.name in NOT_OURS and entry.is_file():
+            continue
         files = [entry] if not entry.is_dir() else [f for f in entry.rglob("*") if f.is_file()]
-        out.append(f"{entry.name} ({sum(f.stat().st_size for f in files if f.exists())} bytes)")
+        size = sum(f.stat().st_size for f in files if f.exists())
+        peek = entry.read_bytes()[:80] if entry.is_file() and size <= 80 else b""
+        out.append(f"{entry.name} ({size} bytes{': ' + repr(peek) if peek else ''})")
     return out
 
 
