@@ -106,8 +106,9 @@ class Model:
     def size(self) -> int:
         return sum(e.size for e in self.entries) + len(self.manifest)
 
-    def stage(self, dest: Path) -> Path:
-        """Lay the model out as a directory at ``dest`` (hard links where possible, else copies)."""
+    def stage(self, dest: Path, symlinks: bool = False) -> Path:
+        """Lay the model out as a directory at ``dest``: hard links where possible, else copies; with
+        ``symlinks``, symbolic links to the model's files (for a reader that copies them anyway)."""
         for entry in self.entries:
             target = dest / entry.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,9 @@ class Model:
                 target.write_bytes(entry.data)
                 continue
             assert entry.source is not None
+            if symlinks:
+                os.symlink(os.path.abspath(entry.source), target)
+                continue
             try:
                 os.link(entry.source, target)
             except OSError:
@@ -343,7 +347,7 @@ def upload(model: Model, store: ArtifactStore, on_progress: ProgressFn | None = 
     layout = getattr(store, "layout", "archive")
     with scratch("pack") as work:
         if layout == "tree":
-            return store.put(model.stage(work / "model"), model.digest, on_progress)
+            return store.put(model.stage(work / "model", symlinks=True), model.digest, on_progress)
         packed = archive(model, work)
         return store.put(packed.path, model.digest, on_progress, sha256=packed.sha256)
 
