@@ -25,6 +25,9 @@ from deployer_aws.options import AwsOptions
 
 FILENAME = "model.tar.gz"
 DIGEST_META = "sha256"
+BYTES_META = "content-sha256"
+"""Metadata naming the sha256 of the object's bytes (the archive), which ``get`` verifies; ``sha256`` names
+the artifact (its manifest's digest)."""
 
 
 class S3ArtifactStore:
@@ -98,7 +101,7 @@ class S3ArtifactStore:
                 on_progress(min(now, size), size)
 
         extra: dict[str, Any] = {
-            "Metadata": {DIGEST_META: digest},
+            "Metadata": {DIGEST_META: digest, **({BYTES_META: sha256} if sha256 and sha256 != digest else {})},
             "ContentType": "application/gzip",
             "ServerSideEncryption": self.options.sse,
         }
@@ -136,10 +139,12 @@ class S3ArtifactStore:
             self._s3.download_file(bucket, key, str(dest), Config=config)
         except _sdk.ClientError as exc:
             raise self._storage_error(exc, "GetObject") from exc
+        with aws_errors("HeadObject"):
+            want = self._s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(BYTES_META, ref.digest)
         actual = sha256_file(dest)
-        if actual != ref.digest:
+        if actual != want:
             dest.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {ref.digest}")
+            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {want}")
         return dest
 
     def delete(self, digest: str, filename: str = FILENAME) -> None:

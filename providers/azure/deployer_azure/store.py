@@ -31,6 +31,9 @@ from deployer_azure.options import AzureOptions
 
 FILENAME = "model.tar.gz"
 DIGEST_META = "sha256"
+BYTES_META = "contentsha256"
+"""Metadata naming the sha256 of the blob's bytes (the archive), which ``get`` verifies; ``sha256`` names the
+artifact (its manifest's digest). Blob metadata names are C# identifiers: no dash."""
 MANAGED_TAG = {"deployer-managed": "true"}
 
 
@@ -132,8 +135,9 @@ class BlobArtifactStore:
                 hint="the file changed while uploading or the digest is wrong; package again",
             )
         settings = _sdk.ContentSettings(content_type="application/gzip")
+        meta = {DIGEST_META: digest, **({BYTES_META: sha256} if sha256 and sha256 != digest else {})}
         with azure_errors("PutBlockList"):
-            blob.commit_block_list(ids, content_settings=settings, metadata={DIGEST_META: digest}, tags=self.tags)
+            blob.commit_block_list(ids, content_settings=settings, metadata=meta, tags=self.tags)
         self.calls += 1
         if not ids and on_progress:
             on_progress(0, 0)
@@ -154,9 +158,10 @@ class BlobArtifactStore:
         except _sdk.HttpResponseError as exc:
             dest.unlink(missing_ok=True)
             raise self._storage_error(exc, "GetBlob") from exc
-        if sha.hexdigest() != ref.digest:
+        want = (stream.properties.metadata or {}).get(BYTES_META, ref.digest)
+        if sha.hexdigest() != want:
             dest.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{ref.uri} hashes to {sha.hexdigest()}, not {ref.digest}")
+            raise DigestMismatchError(f"{ref.uri} hashes to {sha.hexdigest()}, not {want}")
         return dest
 
     def delete(self, digest: str, filename: str = FILENAME) -> None:

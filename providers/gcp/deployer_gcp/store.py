@@ -30,6 +30,9 @@ from deployer_gcp.options import GcpOptions
 
 FILENAME = "model.tar.gz"
 DIGEST_META = "sha256"
+BYTES_META = "content-sha256"
+"""Metadata naming the sha256 of the object's bytes (the archive), which ``get`` verifies; ``sha256`` names
+the artifact (its manifest's digest)."""
 MODEL_FILES = ("*.joblib", "*.pkl")
 CHUNK_QUANTUM = 256 * 1024
 """Resumable upload chunks are multiples of 256 KiB (https://cloud.google.com/storage/docs/performing-resumable-uploads)."""
@@ -88,7 +91,7 @@ class GcsArtifactStore:
             return found
         size = path.stat().st_size
         blob = self._blob(self.key(digest))
-        blob.metadata = {**self.labels, DIGEST_META: digest}
+        blob.metadata = {**self.labels, DIGEST_META: digest, **_bytes_meta(digest, sha256)}
         report = (lambda end: on_progress(min(end, size), size)) if on_progress else None
         with open(path, "rb") as f:
             stream = HashingReader(f, path, report)
@@ -114,10 +117,12 @@ class GcsArtifactStore:
         except NotFoundError as exc:
             dest.unlink(missing_ok=True)
             raise StorageError(f"{ref.uri} is not in the bucket", hint="deploy the model again") from exc
+        head = self._clients.storage().bucket(bucket).get_blob(key, retry=_sdk.storage_retry())
+        want = ((head.metadata if head is not None else None) or {}).get(BYTES_META, ref.digest)
         actual = sha256_file(dest)
-        if actual != ref.digest:
+        if actual != want:
             dest.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {ref.digest}")
+            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {want}")
         return dest
 
     def delete(self, digest: str) -> None:
@@ -167,3 +172,8 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
         raise StorageError(f"not a gs:// URI: {uri}")
     bucket, _, key = uri[5:].partition("/")
     return bucket, key
+
+
+def _bytes_meta(digest: str, sha256: str | None) -> dict[str, str]:
+    """``{BYTES_META: sha256}`` when the archive's digest differs from the artifact's (else nothing)."""
+    return {BYTES_META: sha256} if sha256 and sha256 != digest else {}
