@@ -10,6 +10,7 @@ must be empty: anything left in it is listed and fails the run.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -29,15 +30,18 @@ if not os.environ.get("DEPLOYER_HOME"):
     os.environ["DEPLOYER_HOME"] = str(_HOME)
 
 
-NOT_OURS = {".ses": "onnxruntime's telemetry session id, written by every process that creates an InferenceSession"}
-"""Files third-party runtimes keep in ``$TMPDIR`` for the life of the machine, not of an operation."""
+NOT_OURS = {
+    ".ses": "onnxruntime's telemetry session id, written by every process that creates an InferenceSession",
+    "uv-*.lock": "uv's empty lock files (a test runs `uv` as a user would); uv keeps them in TMPDIR by design",
+}
+"""Files third-party tools keep in ``$TMPDIR`` for the life of the machine, not of an operation (name patterns)."""
 
 
 def leftovers(root: Path) -> list[str]:
     """What is in ``root`` (but :data:`NOT_OURS`): its top-level entries with their total size."""
     out = []
     for entry in sorted(root.iterdir()):
-        if entry.name in NOT_OURS and entry.is_file():
+        if entry.is_file() and any(fnmatch.fnmatch(entry.name, pattern) for pattern in NOT_OURS):
             continue
         files = [entry] if not entry.is_dir() else [f for f in entry.rglob("*") if f.is_file()]
         size = sum(f.stat().st_size for f in files if f.exists())
