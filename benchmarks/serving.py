@@ -94,7 +94,7 @@ def _metrics(url: str) -> dict[str, Any]:
 @contextmanager
 def deployer_local(model: Path, compile_onnx: bool = False) -> Iterator[tuple[str, bytes, int]]:
     """The real local provider: package (with spec.serving), store, deploy with 2 workers, poll until ready."""
-    from deployer.artifacts import package
+    from deployer.artifacts import identify, upload
     from deployer.local.provider import LocalOptions, LocalProvider
     from deployer.protocols import ProviderContext
     from deployer.records import Release, Traffic
@@ -103,10 +103,10 @@ def deployer_local(model: Path, compile_onnx: bool = False) -> Iterator[tuple[st
     home = WORK / "home"
     provider = LocalProvider(ProviderContext(target=Target(), options=LocalOptions(), home=home))
     provider.destroy("bench")  # a leftover from an interrupted run
-    packaged = package(model.parent, WORK / "pkg", serving=Serving(compile="onnx" if compile_onnx else "none"))
+    packaged = identify(model.parent, serving=Serving(compile="onnx" if compile_onnx else "none"))
     for note in packaged.notes:
         print(f"  {note}")
-    ref = provider.store().put(packaged.path, packaged.digest)
+    ref = upload(packaged, provider.store())
     release = Release(id="r0001", endpoint="bench", fingerprint="bench", artifact=ref, resources=Resources(replicas=2))
     op = provider.deploy_release(release, Traffic.all_to("r0001"))
     while not (status := provider.poll(op)).terminal:

@@ -121,9 +121,9 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
             spec = served_as(spec, source)  # an MLflow model: its MLmodel file says how it is served
     if source is not None or spec.model.obj is not None:
         packaged = (
-            artifacts.package(source, serving=spec.serving, flavor=spec.model.flavor)
+            artifacts.identify(source, serving=spec.serving, flavor=spec.model.flavor)
             if source is not None
-            else artifacts.package_object(spec.model.obj, serving=spec.serving)
+            else artifacts.identify_object(spec.model.obj, serving=spec.serving)
         )
         for note in packaged.notes:
             if on_event:
@@ -133,9 +133,10 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
         artifact = found or ArtifactRef(digest=packaged.digest, uri="", size=packaged.size)
         if found is None:
             report = _reporter(spec, on_event, "upload")
+            model = packaged
 
             def upload() -> ArtifactRef:
-                return store.put(packaged.path, packaged.digest, on_progress=report)
+                return artifacts.upload(model, store, on_progress=report)
     options_model = getattr(provider, "Options", None)
     candidate = Release(
         id="r0000",

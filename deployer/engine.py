@@ -686,9 +686,22 @@ class Engine:
                         endpoint, row.id, status="abandoned", reason="endpoint destroyed", finished=True
                     )
             self.ledger.mark_destroyed(endpoint)
+            self.evict_unnamed(endpoint)
 
         self.step(endpoint, Step("destroy"), lambda: do())
         return Outcome(endpoint, None, "destroyed")
+
+    def evict_unnamed(self, endpoint: str) -> None:
+        """After ``destroy``: drop the local store entries (and unpacked trees) of ``endpoint``'s artifacts
+        that no live row of the ledger names. Only stores that offer ``evict`` (the local one): cloud
+        artifacts stay until pruned."""
+        evict = getattr(self.provider.store(), "evict", None)
+        if evict is None:
+            return
+        unnamed = self.ledger.unnamed_digests(endpoint)
+        evict(unnamed)
+        for digest in unnamed:
+            self.ledger.mark_pruned(endpoint, digest)
 
     def progress(self, endpoint: str, task: str) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:

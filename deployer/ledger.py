@@ -518,6 +518,21 @@ class Ledger:
             "UPDATE releases SET artifact_pruned=1 WHERE endpoint=? AND artifact_digest=?", (endpoint, digest)
         )
 
+    def unnamed_digests(self, endpoint: str) -> set[str]:
+        """Digests of ``endpoint``'s (unpruned) artifacts that no release of another, not destroyed,
+        endpoint names: what a destroyed endpoint leaves for nobody."""
+        mine = self.db.execute(
+            "SELECT DISTINCT artifact_digest FROM releases WHERE endpoint=? AND artifact_pruned=0 "
+            "AND artifact_digest IS NOT NULL",
+            (endpoint,),
+        ).fetchall()
+        named = self.db.execute(
+            "SELECT DISTINCT r.artifact_digest FROM releases r JOIN endpoints e ON e.name = r.endpoint "
+            "WHERE r.endpoint != ? AND e.destroyed_at IS NULL AND r.artifact_digest IS NOT NULL",
+            (endpoint,),
+        ).fetchall()
+        return {d for (d,) in mine} - {d for (d,) in named}
+
     def referenced_digests(self, keep: int) -> set[str]:
         """Artifact digests the ledger still names as rollback targets or live, per endpoint the newest ``keep``."""
         out: set[str] = set()

@@ -1,9 +1,10 @@
 """Where deployer keeps its state on this machine.
 
 ``DEPLOYER_HOME`` overrides everything; otherwise ``$XDG_STATE_HOME/deployer`` or
-``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger) and ``local/`` (the local
-provider: ``artifacts/`` its content-addressed store, ``cache/`` unpacked artifacts, ``endpoints/``
-one directory per endpoint with its supervisor's state and log).
+``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger), ``digests.db`` (the per-file
+sha256 cache) and ``local/`` (the local provider: ``artifacts/`` its content-addressed store,
+``cache/`` archives named by URI unpacked, ``endpoints/`` one directory per endpoint with its
+supervisor's state and log).
 """
 
 from __future__ import annotations

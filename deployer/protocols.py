@@ -71,22 +71,31 @@ class ProviderContext(BaseModel):
 
 @runtime_checkable
 class ArtifactStore(Protocol):
-    """Content-addressed blob store for packaged models.
+    """Content-addressed store for models, keyed by the artifact digest (the sha256 of the model's
+    manifest, see :mod:`deployer.artifacts`).
 
-    Layout: ``<root>/sha256/<digest>/model.tar.gz``. A digest names exactly one byte string, so
-    ``put`` of a digest already present is a no-op that moves no bytes.
+    Layout: ``<root>/sha256/<digest>/...``. A digest names exactly one model, so ``put`` of a digest
+    already present is a no-op that moves no bytes. ``layout`` (a class attribute; ``"archive"`` when
+    absent) says what ``put`` takes: ``"archive"`` a packed ``model.tar.gz``, ``"tree"`` a model
+    directory holding its manifest. Packing happens in :func:`deployer.artifacts.upload`, only when
+    :meth:`find` finds nothing. A store may also offer ``evict(digests: set[str]) -> None``, which
+    drops local entries and unpacked trees no ledger row names (called after ``destroy``).
     """
 
     def find(self, digest: str) -> ArtifactRef | None:
         """Return the stored artifact for ``digest``, or None. One cheap metadata call; no bytes move."""
         ...
 
-    def put(self, path: Path, digest: str, on_progress: ProgressFn | None = None) -> ArtifactRef:
-        """Upload the packaged file at ``path`` under ``digest``; return its ref.
+    def put(
+        self, path: Path, digest: str, on_progress: ProgressFn | None = None, sha256: str | None = None
+    ) -> ArtifactRef:
+        """Store the packed model at ``path`` under the artifact ``digest``; return its ref.
 
-        Skips the upload when :meth:`find` finds it. Computes sha256 in the same read as the upload and
-        raises :class:`~deployer.errors.DigestMismatchError` (deleting the partial object) when the bytes do
-        not hash to ``digest``. Blocking; idempotent; raises StorageError / TransientError.
+        Skips the upload when :meth:`find` finds it. ``sha256`` is the digest of the archive's bytes
+        (``digest`` itself when None): the store hashes the bytes in the same read as the upload and
+        raises :class:`~deployer.errors.DigestMismatchError` (deleting the partial object) when they
+        differ. A ``"tree"`` store verifies each file against the manifest instead. Blocking;
+        idempotent; raises StorageError / TransientError.
         """
         ...
 

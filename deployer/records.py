@@ -19,7 +19,8 @@ class _Record(BaseModel):
 
 
 class ArtifactRef(_Record):
-    """A packaged model stored content-addressed: ``<root>/sha256/<digest>/model.tar.gz``."""
+    """A model stored content-addressed under ``<root>/sha256/<digest>/`` (``digest``: the sha256 of its
+    manifest, see :mod:`deployer.artifacts`); ``uri`` is the stored directory or ``model.tar.gz``."""
 
     digest: str = Field(..., pattern=r"^[0-9a-f]{64}$")
     uri: str

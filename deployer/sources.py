@@ -26,8 +26,6 @@ import importlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -38,6 +36,7 @@ from urllib.parse import urlsplit
 
 from deployer.digests import sha256_file
 from deployer.errors import DigestMismatchError, SpecError, StorageError, TransientError
+from deployer.scratch import scratch
 
 GROUP = "deployer.sources"
 CHUNK = 1 << 20
@@ -206,9 +205,8 @@ def fetch(uri: str, digest: str | None, home: Path, on_progress: ProgressFn | No
             )
         return _described(hit, known, downloaded=False)
     cache_.root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_.root))
-    try:
-        content = scratch / "content"
+    with scratch("download", under=cache_.root) as work:
+        content = work / "content"
         content.mkdir()
         path = source.download(uri, content, on_progress)
         got = tree_digest(path)
@@ -220,8 +218,6 @@ def fetch(uri: str, digest: str | None, home: Path, on_progress: ProgressFn | No
         kept = cache_.keep(content, path, got)
         cache_.remember(uri, version, got)
         return _described(kept, got, downloaded=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def tree_digest(path: Path) -> str:

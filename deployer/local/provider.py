@@ -59,7 +59,6 @@ from deployer.local.state import (
     write_desired,
 )
 from deployer.local.store import LocalArtifactStore
-from deployer.local.unpack import unpack
 from deployer.protocols import ProviderContext
 from deployer.records import (
     Capabilities,
@@ -221,7 +220,7 @@ class LocalProvider:
         opts = self._opts(release)
         paths = self.paths(release.endpoint)
         check_port(paths, release.endpoint)
-        model_dir = unpack(Path(release.artifact.uri), release.artifact.digest, self.root / "cache")
+        model_dir = self.store().model_dir(release.artifact)
         spec = ReleaseSpec(
             path=str(model_dir),
             flavor=release.flavor,

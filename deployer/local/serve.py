@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 from deployer.errors import SpecError
 from deployer.local.bind import TOKEN_ENV, require_token
 from deployer.local.state import Desired, Paths, ReleaseSpec, write_desired
 from deployer.local.supervisor import Supervisor, setup_logging, start_preload
+from deployer.scratch import scratch
 
 
 def serve_path(
@@ -56,14 +56,9 @@ def serve_path(
     )
     importer = start_preload(desired)
     setup_logging()
-    temporary = endpoint_dir is None
-    root = Path(tempfile.mkdtemp(prefix="deployer-serve-")) if endpoint_dir is None else Path(endpoint_dir)
-    try:
+    with scratch("serve") if endpoint_dir is None else nullcontext(Path(endpoint_dir)) as root:
         write_desired(Paths(root), desired)
         return Supervisor(root, importer=importer).run()
-    finally:
-        if temporary:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

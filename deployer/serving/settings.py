@@ -1,8 +1,8 @@
 """How one release is served: batching, limits, timeouts and a compiled graph, read from its artifact.
 
-The spec's ``serving`` section (:class:`deployer.spec.Serving`) is written into the artifact at
-packaging time as ``deployer-serving.json`` (only when it differs from the defaults, so an artifact
-packaged with the defaults is byte-for-byte what it was before). A worker reads it when it loads the
+The spec's ``serving`` section (:class:`deployer.spec.Serving`) is written into the artifact manifest
+(``deployer-manifest.json``, section ``serving``) when the artifact is identified, only when it differs
+from the defaults, so a model with the default settings keeps its digest. A worker reads it when it loads the
 release; an artifact without the file is served with the defaults. This module imports nothing
 heavy: the worker reads it on its hot start path.
 
@@ -25,7 +25,10 @@ from typing import Any
 import orjson
 
 MANIFEST = "deployer-serving.json"
-"""File name of the serving manifest inside an artifact."""
+"""File name of the serving settings :func:`deployer.serving.compile.serving_files` produces; packing
+folds them into the artifact manifest's ``serving`` section (older artifacts hold this file)."""
+ARTIFACT_MANIFEST = "deployer-manifest.json"
+"""The artifact manifest (:data:`deployer.artifacts.MANIFEST_NAME`; not imported: this module stays light)."""
 
 RECYCLE_FACTOR = 2.0
 """A prediction still running after ``RECYCLE_FACTOR * timeout_s`` gets its worker recycled."""
@@ -83,7 +86,14 @@ def read_settings(path: Path | str) -> Settings:
 
     Raises ``ValueError`` when the manifest exists but cannot be read (the release fails to load).
     """
-    file = Path(path) / MANIFEST
+    try:
+        artifact = orjson.loads((Path(path) / ARTIFACT_MANIFEST).read_bytes())
+    except (FileNotFoundError, OSError, orjson.JSONDecodeError):
+        artifact = None
+    if isinstance(artifact, dict):
+        section = artifact.get("serving")
+        return from_manifest(section) if isinstance(section, dict) else DEFAULT
+    file = Path(path) / MANIFEST  # an artifact packed before the one manifest
     try:
         data = orjson.loads(file.read_bytes())
     except FileNotFoundError:

@@ -42,10 +42,14 @@ class _CountingStore:
         found: ArtifactRef | None = self._inner.find(digest)
         return found
 
-    def put(self, path: Path, digest: str, on_progress: Any = None) -> ArtifactRef:
+    @property
+    def layout(self) -> str:
+        return str(getattr(self._inner, "layout", "archive"))
+
+    def put(self, path: Path, digest: str, on_progress: Any = None, sha256: str | None = None) -> ArtifactRef:
         self._rec.calls["store.put"] += 1
-        self._rec.bytes_uploaded += Path(path).stat().st_size
-        ref: ArtifactRef = self._inner.put(path, digest, on_progress)
+        self._rec.bytes_uploaded += sum(f.stat().st_size for f in [Path(path), *Path(path).rglob("*")] if f.is_file())
+        ref: ArtifactRef = self._inner.put(path, digest, on_progress, sha256=sha256)
         return ref
 
     def get(self, ref: ArtifactRef, dest: Path) -> Path:
@@ -134,7 +138,9 @@ class Harness:
             packaged, store = prep.packaged, rec.store()
 
             def upload() -> ArtifactRef:
-                return store.put(packaged.path, packaged.digest)
+                from deployer.artifacts import upload as upload_model
+
+                return upload_model(packaged, store)
 
         return prep, rec, upload
 

@@ -165,10 +165,10 @@ class MemoryStore:
     def find(self, digest: str) -> ArtifactRef | None:
         return self._checked("find", lambda: self._ref(digest) if digest in self.world.blobs else None)
 
-    def put(self, path: Path, digest: str, on_progress: Any = None) -> ArtifactRef:
+    def put(self, path: Path, digest: str, on_progress: Any = None, sha256: str | None = None) -> ArtifactRef:
         def put() -> ArtifactRef:
             data = Path(path).read_bytes()
-            if hashlib.sha256(data).hexdigest() != digest:
+            if hashlib.sha256(data).hexdigest() != (sha256 or digest):
                 raise DigestMismatchError(f"{path} does not hash to sha256:{digest[:12]}")
             self.world.blobs[digest] = data
             return self._ref(digest)

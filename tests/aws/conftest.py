@@ -102,7 +102,7 @@ def provider(aws: None, tmp_path: Path) -> AwsProvider:
 def artifact(provider: AwsProvider, tmp_path: Path) -> ArtifactRef:
     """A real packaged model (4 features): the fake's InvokeEndpoint runs it."""
     packaged = artifacts.package(make_model(tmp_path / "model", 1), tmp_path / "pkg")
-    return provider.store().put(packaged.path, packaged.digest)
+    return provider.store().put(packaged.path, packaged.digest, sha256=packaged.sha256)
 
 
 @pytest.fixture(scope="session")

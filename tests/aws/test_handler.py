@@ -32,7 +32,7 @@ def model(tmp_path: Path) -> Path:
 @pytest.fixture
 def deployed(provider: AwsProvider, model: Path, tmp_path: Path) -> AwsProvider:
     packaged = artifacts.package(model, tmp_path / "pkg")
-    ref = provider.store().put(packaged.path, packaged.digest)
+    ref = provider.store().put(packaged.path, packaged.digest, sha256=packaged.sha256)
     assert wait(provider, provider.deploy_release(release("r0001", ref), Traffic())).state == "succeeded"
     return provider
 

@@ -28,7 +28,7 @@ def make_release(
     """Package a fresh model, upload it, and return the release that serves it."""
     model = make_model(tmp / f"src-{rid}-{seed}", seed, n_features)
     packaged = package(model, tmp / f"pkg-{rid}-{seed}")
-    ref = provider.store().put(packaged.path, packaged.digest)
+    ref = provider.store().put(packaged.path, packaged.digest, sha256=packaged.sha256)
     fingerprint = extra.pop("fingerprint", hashlib.sha256(f"{packaged.digest}/{rid}".encode()).hexdigest()[:16])
     return Release(id=rid, endpoint=endpoint, fingerprint=fingerprint, artifact=ref, **extra)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -39,14 +42,20 @@ def test_packaging_is_deterministic_and_hash_matches(tmp_path: Path) -> None:
     os.utime(src / "a.txt", (1, 1))  # mtimes must not matter
     p2 = artifacts.package(src, tmp_path / "o2")
     assert p1.digest == p2.digest and p1.path.read_bytes() == p2.path.read_bytes()
-    assert artifacts.sha256_file(p1.path) == p1.digest and p1.size == p1.path.stat().st_size
+    assert artifacts.sha256_file(p1.path) == p1.sha256 and p1.size == p1.path.stat().st_size
+    with tarfile.open(p1.path, "r:gz") as tar:
+        member = tar.extractfile(artifacts.MANIFEST_NAME)
+        assert member is not None
+        manifest = member.read()
+    assert hashlib.sha256(manifest).hexdigest() == p1.digest, "the digest names the manifest, not the archive"
+    assert [f["path"] for f in json.loads(manifest)["files"]] == ["a.txt", "sub/b.py"]
     (src / "a.txt").write_text("beta")
     assert artifacts.package(src, tmp_path / "o3").digest != p1.digest
 
 
 def test_packaging_missing_path_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as e:
-        artifacts.package(tmp_path / "nope")
+        artifacts.package(tmp_path / "nope", tmp_path / "out")
     assert e.value.field == "model.path"
 
 

@@ -26,7 +26,7 @@ def make_provider(server: FakeServer, home: Path, **extra: Any) -> GcpProvider:
 
 def artifact(provider: GcpProvider, tmp_path: Path, seed: int = 1, n_features: int = 4) -> ArtifactRef:
     packed = package(make_model(tmp_path / "models", seed, n_features), tmp_path / f"pkg-{seed}-{n_features}")
-    return provider.store().put(packed.path, packed.digest)
+    return provider.store().put(packed.path, packed.digest, sha256=packed.sha256)
 
 
 def release(rid: str, ref: ArtifactRef, endpoint: str = "churn", **kw: Any) -> Release:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,19 +13,12 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from deployer.artifacts import identify, upload
 from deployer.local.provider import LocalOptions, LocalProvider
 from deployer.local.state import Paths, pid_alive, read_acks, supervisor_pid
 from deployer.protocols import ProviderContext
 from deployer.records import ArtifactRef, Operation, OperationStatus, Release
 from deployer.spec import Target
-
-
-def pack(src: Path, out: Path) -> tuple[Path, str]:
-    """tar.gz the files of ``src`` at the archive's top level; return (archive, sha256)."""
-    with tarfile.open(out, "w:gz") as tar:
-        for f in sorted(src.iterdir()):
-            tar.add(f, arcname=f.name)
-    return out, hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def train(seed: int, flip: bool = False) -> LogisticRegression:
@@ -70,8 +61,7 @@ def provider(tmp_path: Path) -> Iterator[LocalProvider]:
 
 
 def release_for(provider: LocalProvider, model_dir: Path, rid: str, endpoint: str = "churn", **kw: object) -> Release:
-    archive, digest = pack(model_dir, model_dir.parent / f"{model_dir.name}-{rid}.tar.gz")
-    ref: ArtifactRef = provider.store().put(archive, digest)
+    ref: ArtifactRef = upload(identify(model_dir), provider.store())
     return Release(id=rid, endpoint=endpoint, fingerprint=f"fp-{rid}", artifact=ref, **kw)  # type: ignore[arg-type]
 
 

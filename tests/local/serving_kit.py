@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
-from deployer.artifacts import Packaged, package
+from deployer.artifacts import Model, identify, upload
 from deployer.local.provider import LocalProvider
 from deployer.local.state import read_json
 from deployer.records import Release, Traffic
@@ -30,12 +29,11 @@ def deploy(
     entrypoint: str | None = None,
     replicas: int = 1,
     traffic: Traffic | None = None,
-    packaged: Packaged | None = None,
+    packaged: Model | None = None,
 ) -> str:
     """Package ``src`` with ``serving`` (or take ``packaged``), deploy it as ``rid``, wait until it serves; the URL."""
-    packaged = packaged or package(src, serving=serving or Serving(), flavor=flavor)
-    ref = provider.store().put(packaged.path, packaged.digest)
-    shutil.rmtree(packaged.path.parent, ignore_errors=True)
+    packaged = packaged or identify(src, serving=serving or Serving(), flavor=flavor)
+    ref = upload(packaged, provider.store())
     release = Release(
         id=rid,
         endpoint=endpoint,

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import tarfile
+import json
 from pathlib import Path
 
 import joblib
 import numpy as np
-import orjson
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestCentroid
 
 from deployer.artifacts import MANIFEST_NAME as ARTIFACT_MANIFEST
-from deployer.artifacts import package
+from deployer.artifacts import identify, read_manifest
 from deployer.local.provider import LocalProvider
 from deployer.serving.compile import GRAPH
 from deployer.serving.loader import OnnxPredictor, SklearnPredictor, load
-from deployer.serving.settings import MANIFEST
+from deployer.serving.settings import read_settings
 from deployer.spec import Serving
 
 from .serving_kit import deploy, fresh_post
@@ -63,13 +62,13 @@ def test_compile_onnx_random_forest_serves_the_graph_with_sklearn_predictions(
     src.mkdir()
     joblib.dump(model, src / "model.joblib")
 
-    packaged = package(src, serving=Serving(compile="onnx"))
+    packaged = identify(src, serving=Serving(compile="onnx"))
     assert any("reproduced model.predict" in n for n in packaged.notes), packaged.notes
-    with tarfile.open(packaged.path) as tar:
-        assert sorted(tar.getnames()) == sorted([ARTIFACT_MANIFEST, MANIFEST, "model.joblib", GRAPH])
-        manifest = orjson.loads(tar.extractfile(MANIFEST).read())  # type: ignore[union-attr]
-        tar.extractall(tmp_path / "unpacked", filter="data")
+    tree = packaged.stage(tmp_path / "unpacked")
+    assert sorted(p.name for p in tree.iterdir()) == sorted([ARTIFACT_MANIFEST, "model.joblib", GRAPH])
+    manifest = read_manifest(tree)["serving"]
     assert manifest["compile"]["file"] == GRAPH and manifest["compile"]["inputs"]["width"] == 20
+    assert read_settings(tree).compiled == GRAPH, "one manifest: the worker reads its serving section"
     assert isinstance(load(tmp_path / "unpacked", "sklearn"), OnnxPredictor), "the graph serves, not the pickle"
 
     url = deploy(provider, src, packaged=packaged)
@@ -83,13 +82,12 @@ def test_compile_onnx_keeps_sklearn_and_says_why_when_it_cannot_convert(tmp_path
     src = tmp_path / "nc"
     src.mkdir()
     joblib.dump(model, src / "model.joblib")
-    packaged = package(src, serving=Serving(compile="onnx"))
+    packaged = identify(src, serving=Serving(compile="onnx"))
     assert len(packaged.notes) == 1 and "serving the scikit-learn model itself" in packaged.notes[0]
     assert "NearestCentroid" in packaged.notes[0]
-    with tarfile.open(packaged.path) as tar:
-        assert GRAPH not in tar.getnames()
-        manifest = orjson.loads(tar.extractfile(MANIFEST).read())  # type: ignore[union-attr]
-        tar.extractall(tmp_path / "unpacked", filter="data")
+    tree = packaged.stage(tmp_path / "unpacked")
+    assert not (tree / GRAPH).exists()
+    manifest = json.loads((tree / ARTIFACT_MANIFEST).read_bytes())["serving"]
     assert manifest["compile"]["file"] is None and "NearestCentroid" in manifest["compile"]["reason"]
     predictor = load(tmp_path / "unpacked", "sklearn")
     assert isinstance(predictor, SklearnPredictor)
@@ -101,7 +99,8 @@ def test_default_serving_leaves_the_artifact_unchanged(tmp_path: Path) -> None:
     src = tmp_path / "lr"
     src.mkdir()
     joblib.dump(LogisticRegression().fit(x, y), src / "model.joblib")
-    assert package(src, tmp_path / "a").digest == package(src, tmp_path / "b", serving=Serving()).digest
+    assert identify(src).digest == identify(src, serving=Serving()).digest
+    assert "serving" not in read_manifest(identify(src).stage(tmp_path / "tree"))
 
 
 def test_compile_onnx_is_only_for_sklearn_models() -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 import joblib
 import pytest
 
+from deployer.artifacts import MANIFEST_NAME, identify, unpack
+from deployer.digests import DigestCache
 from deployer.errors import CapabilityError, DigestMismatchError
 from deployer.local.store import LocalArtifactStore
-from deployer.local.unpack import unpack
 from deployer.serving.loader import ModelLoadError, load
 from deployer.serving.metrics import MetricsRecorder, Series, aggregate, percentile, read_snapshots
 
@@ -118,36 +119,52 @@ def _archive(tmp_path: Path) -> tuple[Path, str]:
     return out, hashlib.sha256(out.read_bytes()).hexdigest()
 
 
+def _tree(tmp_path: Path) -> tuple[Path, str]:
+    """A model directory staged with its manifest, and its artifact digest."""
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "model.joblib").write_bytes(b"weights" * 1000)
+    model = identify(src, cache=DigestCache(tmp_path / "digests.db"))
+    return model.stage(tmp_path / "staged"), model.digest
+
+
 def test_store_put_find_get_delete(tmp_path: Path) -> None:
-    archive, digest = _archive(tmp_path)
+    tree, digest = _tree(tmp_path)
     store = LocalArtifactStore(tmp_path / "store")
     assert store.find(digest) is None
     progress: list[tuple[int, int]] = []
-    ref = store.put(archive, digest, on_progress=lambda d, t: progress.append((d, t)))
-    assert Path(ref.uri) == (tmp_path / "store" / "sha256" / digest / "model.tar.gz").resolve()
-    assert ref.size == archive.stat().st_size and progress[-1] == (ref.size, ref.size)
-    assert store.put(archive, digest) == ref, "present: a no-op"
-    got = store.get(ref, tmp_path / "out" / "x.tar.gz")
-    assert got.read_bytes() == archive.read_bytes()
+    ref = store.put(tree, digest, on_progress=lambda d, t: progress.append((d, t)))
+    assert Path(ref.uri) == (tmp_path / "store" / "sha256" / digest).resolve()
+    assert (Path(ref.uri) / "model.joblib").read_bytes() == b"weights" * 1000
+    assert not (Path(ref.uri) / "model.joblib").samefile(tree / "model.joblib"), "a copy, never a link"
+    assert progress[-1] == (ref.size, ref.size) and store.find(digest) == ref
+    assert store.put(tree, digest) == ref, "present: a no-op"
+    got = store.get(ref, tmp_path / "out" / "x")
+    assert (got / "model.joblib").read_bytes() == b"weights" * 1000 and (got / MANIFEST_NAME).exists()
     store.delete(digest)
     store.delete(digest)
     assert store.find(digest) is None
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["sha256"], "no scratch left in the store"
 
 
 def test_store_rejects_a_digest_mismatch(tmp_path: Path) -> None:
-    archive, _ = _archive(tmp_path)
+    tree, digest = _tree(tmp_path)
     store = LocalArtifactStore(tmp_path / "store")
     with pytest.raises(DigestMismatchError):
-        store.put(archive, "0" * 64)
-    assert store.find("0" * 64) is None
-    assert not list((tmp_path / "store").rglob("*.tmp"))
+        store.put(tree, "0" * 64)
+    (tree / "model.joblib").write_bytes(b"changed after it was named")
+    with pytest.raises(DigestMismatchError, match="model.joblib"):
+        store.put(tree, digest)
+    assert store.find(digest) is None and store.find("0" * 64) is None
+    assert not list((tmp_path / "store").rglob("model.joblib")), "no partial copy left"
 
 
 def test_unpack_verifies_and_caches(tmp_path: Path) -> None:
     archive, digest = _archive(tmp_path)
-    out = unpack(archive, digest, tmp_path / "cache")
+    out = unpack(archive, tmp_path / "cache" / digest, digest)
     assert (out / "model.joblib").read_bytes() == b"weights" * 1000
-    assert unpack(archive, digest, tmp_path / "cache") == out
+    assert unpack(archive, tmp_path / "cache" / digest, digest) == out
     with pytest.raises(DigestMismatchError):
-        unpack(archive, "1" * 64, tmp_path / "cache")
+        unpack(archive, tmp_path / "cache" / ("1" * 64), "1" * 64)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [digest], "no partial tree left"
     assert not (tmp_path / "cache" / ("1" * 64)).exists()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote
 
+from deployer.digests import HashingReader, sha256_file
 from deployer.errors import DigestMismatchError, NotFoundError, StorageError
 from deployer.protocols import ProgressFn
 from deployer.records import ArtifactRef
@@ -24,63 +25,9 @@ from deployer_aws.options import AwsOptions
 
 FILENAME = "model.tar.gz"
 DIGEST_META = "sha256"
-
-
-class HashingReader:
-    """File wrapper that hashes every byte the first time it is read.
-
-    s3transfer reads a seekable file in order (parts are read in the submitting thread and sent
-    in parallel) but may seek back to re-send a body; bytes below the high-water mark are not
-    hashed twice. A read that skips ahead leaves a gap: ``hexdigest`` then re-reads the file.
-    """
-
-    def __init__(self, f: IO[bytes], path: Path) -> None:
-        self._f = f
-        self._path = path
-        self._h = hashlib.sha256()
-        self._mark = 0
-        self._gap = False
-        self._lock = threading.Lock()
-
-    def read(self, size: int = -1) -> bytes:
-        with self._lock:
-            pos = self._f.tell()
-            data = self._f.read(size)
-            end = pos + len(data)
-            if pos > self._mark:
-                self._gap = True
-            elif end > self._mark:
-                self._h.update(memoryview(data)[self._mark - pos :])
-                self._mark = end
-            return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        """s3transfer closes what it uploads; the caller owns the real file."""
-
-    def hexdigest(self, size: int) -> str:
-        if not self._gap and self._mark == size:
-            return self._h.hexdigest()
-        return file_sha256(self._path)  # pragma: no cover - s3transfer never skips ahead today
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+BYTES_META = "content-sha256"
+"""Metadata naming the sha256 of the object's bytes (the archive), which ``get`` verifies; ``sha256`` names
+the artifact (its manifest's digest)."""
 
 
 class S3ArtifactStore:
@@ -124,9 +71,15 @@ class S3ArtifactStore:
         return ArtifactRef(digest=digest, uri=self.uri(digest, filename), size=int(head["ContentLength"]))
 
     def put(
-        self, path: Path, digest: str, on_progress: ProgressFn | None = None, filename: str = FILENAME
+        self,
+        path: Path,
+        digest: str,
+        on_progress: ProgressFn | None = None,
+        sha256: str | None = None,
+        filename: str = FILENAME,
     ) -> ArtifactRef:
-        """Upload unless present; hash while uploading; delete and raise on mismatch."""
+        """Upload unless present; hash while uploading; delete and raise when the bytes are not ``sha256``
+        (the archive's digest; ``digest`` when None)."""
         path = Path(path)
         self._ensure_bucket()
         found = self.find(digest, filename)
@@ -148,7 +101,7 @@ class S3ArtifactStore:
                 on_progress(min(now, size), size)
 
         extra: dict[str, Any] = {
-            "Metadata": {DIGEST_META: digest},
+            "Metadata": {DIGEST_META: digest, **({BYTES_META: sha256} if sha256 and sha256 != digest else {})},
             "ContentType": "application/gzip",
             "ServerSideEncryption": self.options.sse,
         }
@@ -168,11 +121,11 @@ class S3ArtifactStore:
             except _sdk.BotoCoreError as exc:
                 raise translate(exc, "PutObject") from exc
             actual = reader.hexdigest(size)
-        if actual != digest:
+        if actual != (sha256 or digest):
             with aws_errors("DeleteObject"):
                 self._s3.delete_object(Bucket=self.bucket, Key=key)
             raise DigestMismatchError(
-                f"{path} hashes to {actual}, not {digest}; the upload was deleted",
+                f"{path} hashes to {actual}, not {sha256 or digest}; the upload was deleted",
                 hint="the file changed while uploading or the digest is wrong; package again",
             )
         return ArtifactRef(digest=digest, uri=self.uri(digest, filename), size=size)
@@ -186,10 +139,12 @@ class S3ArtifactStore:
             self._s3.download_file(bucket, key, str(dest), Config=config)
         except _sdk.ClientError as exc:
             raise self._storage_error(exc, "GetObject") from exc
-        actual = file_sha256(dest)
-        if actual != ref.digest:
+        with aws_errors("HeadObject"):
+            want = self._s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(BYTES_META, ref.digest)
+        actual = sha256_file(dest)
+        if actual != want:
             dest.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {ref.digest}")
+            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {want}")
         return dest
 
     def delete(self, digest: str, filename: str = FILENAME) -> None:

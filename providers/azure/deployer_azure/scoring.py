@@ -4,7 +4,7 @@ A non-MLflow model on a managed online deployment needs ``code_configuration`` (
 scoring script with ``init()`` and ``run(raw_data)``) and an environment
 (https://learn.microsoft.com/azure/machine-learning/how-to-deploy-online-endpoints#understand-the-scoring-script).
 Azure ML mounts the registered model under ``AZUREML_MODEL_DIR``; ours is deployer's ``model.tar.gz``,
-which ``init()`` unpacks once and loads with joblib.
+from which ``init()`` loads the model file with joblib in memory (nothing is extracted to disk).
 
 Both are pure functions of their inputs: the script is a constant and the conda file is rendered from
 the scikit-learn and numpy versions the model was packaged with, so their sha256 names them (the code
@@ -23,10 +23,10 @@ PYTHON = "3.11"
 
 SCORING_SCRIPT = '''\
 """deployer's scoring script for Azure ML managed online deployments (generated; do not edit)."""
+import io
 import json
 import os
 import tarfile
-import tempfile
 
 import joblib
 import numpy as np
@@ -35,26 +35,31 @@ _SUFFIXES = (".joblib", ".pkl", ".pickle")
 model = None
 
 
-def _model_dir():
-    root = os.environ.get("AZUREML_MODEL_DIR", ".")
-    for here, _dirs, files in os.walk(root):
-        if "model.tar.gz" in files:
-            out = tempfile.mkdtemp(prefix="deployer-model-")
-            with tarfile.open(os.path.join(here, "model.tar.gz"), "r:gz") as tar:
-                tar.extractall(out, filter="data")
-            return out
-    return root
+def _pick(names):
+    preferred = [n for n in names if os.path.basename(n).startswith("model.")]
+    return (preferred or names)[0]
+
+
+def _load_packed(archive):
+    """Load the model straight out of deployer's model.tar.gz: nothing is extracted to disk."""
+    with tarfile.open(archive, "r:gz") as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.endswith(_SUFFIXES))
+        if not names:
+            raise FileNotFoundError(f"no .joblib/.pkl model in {archive}")
+        return joblib.load(io.BytesIO(tar.extractfile(_pick(names)).read()))
 
 
 def init():
     global model
     found = []
-    for here, _dirs, files in os.walk(_model_dir()):
+    for here, _dirs, files in os.walk(os.environ.get("AZUREML_MODEL_DIR", ".")):
+        if "model.tar.gz" in files:
+            model = _load_packed(os.path.join(here, "model.tar.gz"))
+            return
         found += [os.path.join(here, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
     if not found:
         raise FileNotFoundError("no .joblib/.pkl model under AZUREML_MODEL_DIR")
-    preferred = [p for p in found if os.path.basename(p).startswith("model.")]
-    model = joblib.load((preferred or found)[0])
+    model = joblib.load(_pick(found))
 
 
 def _rows(raw_data):

@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from deployer.digests import HashingReader
 from deployer.errors import DigestMismatchError, NotFoundError, StorageError
 from deployer.protocols import ProgressFn
 from deployer.records import ArtifactRef
@@ -30,6 +31,9 @@ from deployer_azure.options import AzureOptions
 
 FILENAME = "model.tar.gz"
 DIGEST_META = "sha256"
+BYTES_META = "contentsha256"
+"""Metadata naming the sha256 of the blob's bytes (the archive), which ``get`` verifies; ``sha256`` names the
+artifact (its manifest's digest). Blob metadata names are C# identifiers: no dash."""
 MANAGED_TAG = {"deployer-managed": "true"}
 
 
@@ -72,9 +76,15 @@ class BlobArtifactStore:
         return ArtifactRef(digest=digest, uri=str(blob.url), size=int(props.size))
 
     def put(
-        self, path: Path, digest: str, on_progress: ProgressFn | None = None, filename: str = FILENAME
+        self,
+        path: Path,
+        digest: str,
+        on_progress: ProgressFn | None = None,
+        sha256: str | None = None,
+        filename: str = FILENAME,
     ) -> ArtifactRef:
-        """Upload unless present; hash while staging blocks; commit only bytes that match ``digest``."""
+        """Upload unless present; hash while staging blocks; commit only bytes that match ``sha256`` (the
+        archive's digest; ``digest`` when None)."""
         path = Path(path)
         found = self.find(digest, filename)
         if found is not None:
@@ -85,7 +95,6 @@ class BlobArtifactStore:
         size = path.stat().st_size
         blob = self._blob(digest, filename)
         block = self.options.block_size_mb * 1024 * 1024
-        sha = hashlib.sha256()
         ids: list[str] = []
         done = [0]
         lock = threading.Lock()
@@ -102,10 +111,10 @@ class BlobArtifactStore:
         limit = self.options.upload_concurrency
         pending: set[Future[None]] = set()
         run = uuid.uuid4().hex[:8]  # block ids of one upload never collide with another's
-        with ThreadPoolExecutor(max_workers=limit) as pool, open(path, "rb") as f:
+        with ThreadPoolExecutor(max_workers=limit) as pool, open(path, "rb") as raw:
+            f = HashingReader(raw, path)
             try:
                 for n, data in enumerate(iter(lambda: f.read(block), b"")):
-                    sha.update(data)
                     block_id = base64.b64encode(f"{run}-{n:08d}".encode()).decode()
                     ids.append(block_id)
                     pending.add(pool.submit(stage, block_id, data))
@@ -119,15 +128,16 @@ class BlobArtifactStore:
                 raise self._storage_error(exc, "PutBlock") from exc
             except (_sdk.ServiceRequestError, _sdk.ServiceResponseError) as exc:
                 raise translate(exc, "PutBlock") from exc
-        actual = sha.hexdigest()
-        if actual != digest:
+            actual = f.hexdigest(size)
+        if actual != (sha256 or digest):
             raise DigestMismatchError(
-                f"{path} hashes to {actual}, not {digest}; nothing was committed",
+                f"{path} hashes to {actual}, not {sha256 or digest}; nothing was committed",
                 hint="the file changed while uploading or the digest is wrong; package again",
             )
         settings = _sdk.ContentSettings(content_type="application/gzip")
+        meta = {DIGEST_META: digest, **({BYTES_META: sha256} if sha256 and sha256 != digest else {})}
         with azure_errors("PutBlockList"):
-            blob.commit_block_list(ids, content_settings=settings, metadata={DIGEST_META: digest}, tags=self.tags)
+            blob.commit_block_list(ids, content_settings=settings, metadata=meta, tags=self.tags)
         self.calls += 1
         if not ids and on_progress:
             on_progress(0, 0)
@@ -148,9 +158,10 @@ class BlobArtifactStore:
         except _sdk.HttpResponseError as exc:
             dest.unlink(missing_ok=True)
             raise self._storage_error(exc, "GetBlob") from exc
-        if sha.hexdigest() != ref.digest:
+        want = (stream.properties.metadata or {}).get(BYTES_META, ref.digest)
+        if sha.hexdigest() != want:
             dest.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{ref.uri} hashes to {sha.hexdigest()}, not {ref.digest}")
+            raise DigestMismatchError(f"{ref.uri} hashes to {sha.hexdigest()}, not {want}")
         return dest
 
     def delete(self, digest: str, filename: str = FILENAME) -> None:

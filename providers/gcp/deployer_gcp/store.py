@@ -1,9 +1,10 @@
 """GCS artifact store: ``gs://BUCKET/PREFIX/sha256/DIGEST/model.tar.gz``.
 
-``find`` is one object GET that also checks the ``sha256`` metadata. ``put`` skips a digest that is
-already there, otherwise makes a resumable upload in chunks while hashing the bytes in the same read:
-a chunk that fails (a 5xx, a dropped connection) is retried from the offset the server reports, not
-from the start, and bytes sent twice are hashed once. When the bytes do not hash to the digest the
+``find`` is one object GET that also checks the ``sha256`` metadata (the artifact digest). ``put``
+skips a digest that is already there, otherwise makes a resumable upload in chunks while hashing the
+bytes in the same read (:class:`deployer.digests.HashingReader`): a chunk that fails (a 5xx, a dropped
+connection) is retried from the offset the server reports, not from the start, and bytes sent twice
+are hashed once. When the bytes do not hash to the digest the
 object is deleted and :class:`DigestMismatchError` raised. CMEK (``kms_key_name``) and the spec's
 labels (as object metadata) by option.
 
@@ -14,93 +15,27 @@ not a tarball, so :meth:`GcsArtifactStore.model_dir` stages the unpacked model o
 
 from __future__ import annotations
 
-import hashlib
-import queue
-import shutil
-import tempfile
-import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from deployer.artifacts import unpack
+from deployer.digests import HashingReader, sha256_file
 from deployer.errors import DigestMismatchError, NotFoundError, StorageError
 from deployer.protocols import ProgressFn
 from deployer.records import ArtifactRef
+from deployer.scratch import scratch
 from deployer_gcp import _sdk
 from deployer_gcp.errors import gcp_errors
 from deployer_gcp.options import GcpOptions
 
 FILENAME = "model.tar.gz"
 DIGEST_META = "sha256"
+BYTES_META = "content-sha256"
+"""Metadata naming the sha256 of the object's bytes (the archive), which ``get`` verifies; ``sha256`` names
+the artifact (its manifest's digest)."""
 MODEL_FILES = ("*.joblib", "*.pkl")
 CHUNK_QUANTUM = 256 * 1024
 """Resumable upload chunks are multiples of 256 KiB (https://cloud.google.com/storage/docs/performing-resumable-uploads)."""
-
-
-class HashingStream:
-    """Read-only file wrapper for a resumable upload: sha256 of each byte the first time it is read.
-
-    The upload seeks back to the offset the server reports after a failed chunk; bytes below the
-    high-water mark are not hashed again. Hashing runs on a helper thread (hashlib releases the GIL),
-    so it overlaps with sending the previous chunk. ``on_progress`` reports progress.
-    """
-
-    def __init__(self, f: IO[bytes], size: int, on_progress: ProgressFn | None) -> None:
-        self._f = f
-        self._size = size
-        self._sha = hashlib.sha256()
-        self._mark = 0
-        self._skipped = False
-        self._lock = threading.Lock()
-        self._on_progress = on_progress
-        self._pending: queue.Queue[memoryview | None] = queue.Queue(maxsize=4)
-        self._worker = threading.Thread(target=self._hash, daemon=True)
-        self._worker.start()
-
-    def _hash(self) -> None:
-        while (block := self._pending.get()) is not None:
-            self._sha.update(block)
-
-    def read(self, n: int = -1) -> bytes:
-        with self._lock:
-            start = self._f.tell()
-            data = self._f.read(n)
-            end = start + len(data)
-            if start > self._mark:
-                self._skipped = True
-            elif end > self._mark:
-                self._pending.put(memoryview(data)[self._mark - start :])
-                self._mark = end
-        if self._on_progress and data:
-            self._on_progress(min(end, self._size), self._size)
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def close_hashing(self) -> None:
-        """Stop the helper thread (idempotent); the digest is final after this."""
-        if self._worker.is_alive():
-            self._pending.put(None)
-            self._worker.join()
-
-    def hexdigest(self, path: Path) -> str:
-        """The digest of what was read; a read that skipped ahead (never seen) re-reads the file."""
-        self.close_hashing()
-        if not self._skipped and self._mark == self._size:
-            return self._sha.hexdigest()
-        from deployer.artifacts import sha256_file
-
-        return sha256_file(path)
 
 
 class GcsArtifactStore:
@@ -143,8 +78,11 @@ class GcsArtifactStore:
             return None
         return ArtifactRef(digest=digest, uri=self.uri(digest, filename), size=int(blob.size or 0))
 
-    def put(self, path: Path, digest: str, on_progress: ProgressFn | None = None) -> ArtifactRef:
-        """Upload unless present; hash while uploading; delete and raise on mismatch."""
+    def put(
+        self, path: Path, digest: str, on_progress: ProgressFn | None = None, sha256: str | None = None
+    ) -> ArtifactRef:
+        """Upload unless present; hash while uploading; delete and raise when the bytes are not ``sha256``
+        (the archive's digest; ``digest`` when None)."""
         path = Path(path)
         found = self.find(digest)
         if found is not None:
@@ -153,21 +91,17 @@ class GcsArtifactStore:
             return found
         size = path.stat().st_size
         blob = self._blob(self.key(digest))
-        blob.metadata = {**self.labels, DIGEST_META: digest}
+        blob.metadata = {**self.labels, DIGEST_META: digest, **_bytes_meta(digest, sha256)}
+        report = (lambda end: on_progress(min(end, size), size)) if on_progress else None
         with open(path, "rb") as f:
-            stream = HashingStream(f, size, on_progress)
-            try:
-                with gcp_errors("storage.objects.insert"):
-                    blob.upload_from_file(
-                        stream, size=size, content_type="application/gzip", retry=_sdk.storage_retry()
-                    )
-            finally:
-                stream.close_hashing()
-            actual = stream.hexdigest(path)
-        if actual != digest:
+            stream = HashingReader(f, path, report)
+            with gcp_errors("storage.objects.insert"):
+                blob.upload_from_file(stream, size=size, content_type="application/gzip", retry=_sdk.storage_retry())
+            actual = stream.hexdigest(size)
+        if actual != (sha256 or digest):
             self._delete_key(self.key(digest))
             raise DigestMismatchError(
-                f"{path} hashes to {actual}, not {digest}; the uploaded object was deleted",
+                f"{path} hashes to {actual}, not {sha256 or digest}; the uploaded object was deleted",
                 hint="the file changed while uploading or the digest is wrong; package again",
             )
         return ArtifactRef(digest=digest, uri=self.uri(digest), size=size)
@@ -183,12 +117,12 @@ class GcsArtifactStore:
         except NotFoundError as exc:
             dest.unlink(missing_ok=True)
             raise StorageError(f"{ref.uri} is not in the bucket", hint="deploy the model again") from exc
-        from deployer.artifacts import sha256_file
-
+        head = self._clients.storage().bucket(bucket).get_blob(key, retry=_sdk.storage_retry())
+        want = ((head.metadata if head is not None else None) or {}).get(BYTES_META, ref.digest)
         actual = sha256_file(dest)
-        if actual != ref.digest:
+        if actual != want:
             dest.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {ref.digest}")
+            raise DigestMismatchError(f"{ref.uri} hashes to {actual}, not {want}")
         return dest
 
     def delete(self, digest: str) -> None:
@@ -209,8 +143,7 @@ class GcsArtifactStore:
         for ext in ("joblib", "pkl"):
             if self.find(ref.digest, f"model/model.{ext}") is not None:
                 return self.uri(ref.digest, "model/")
-        work = Path(tempfile.mkdtemp(prefix="deployer-gcs-"))
-        try:
+        with scratch("vertex-model") as work:
             archive = self.get(ref, work / FILENAME)
             root = unpack(archive, work / "x")
             files = sorted(p for pat in MODEL_FILES for p in Path(root).rglob(pat))
@@ -224,8 +157,6 @@ class GcsArtifactStore:
             blob.metadata = {**self.labels, DIGEST_META: ref.digest}
             with gcp_errors("storage.objects.insert"):
                 blob.upload_from_filename(str(files[0]), retry=_sdk.storage_retry())
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         return self.uri(ref.digest, "model/")
 
     def _delete_key(self, key: str) -> None:
@@ -241,3 +172,8 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
         raise StorageError(f"not a gs:// URI: {uri}")
     bucket, _, key = uri[5:].partition("/")
     return bucket, key
+
+
+def _bytes_meta(digest: str, sha256: str | None) -> dict[str, str]:
+    """``{BYTES_META: sha256}`` when the archive's digest differs from the artifact's (else nothing)."""
+    return {BYTES_META: sha256} if sha256 and sha256 != digest else {}
