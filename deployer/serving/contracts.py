@@ -1,6 +1,6 @@
 """The container runtime: one model served under whichever cloud's container contract the environment names.
 
-``python -m deployer.serving`` (the entrypoint of images made by :mod:`deployer.build`) reads its
+``python -m deployer.serving`` (the entrypoint of images made by :mod:`deployer.containers`) reads its
 environment, picks a :class:`ServingContract`, finds and loads the model, and serves it with the same
 :class:`~deployer.serving.app.ServingApp` as the local endpoint: deployer's own routes, the Open
 Inference Protocol routes and the contract's own routes all answer, with one decoder and one

@@ -51,8 +51,8 @@ def _training() -> tuple[np.ndarray, np.ndarray]:
 def flavored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Flavored]:
     """sklearn, onnx and python models (the sklearn and onnx ones the same classifier)."""
     import joblib
-    from sklearn.linear_model import LogisticRegression
     from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
 
     root = tmp_path_factory.mktemp("flavored")
     x, y = _training()

@@ -18,29 +18,38 @@ import json
 from importlib import metadata
 from typing import Any
 
+from deployer.serving import codec
+
 SCRIPT_NAME = "score.py"
 PYTHON = "3.11"
 
-SCORING_SCRIPT = '''\
-"""deployer's scoring script for Azure ML managed online deployments (generated; do not edit)."""
-import json
-import os
-import tarfile
-import tempfile
+_HEADER = '''\
+"""deployer's scoring script for Azure ML managed online deployments (generated; do not edit).
 
-import joblib
-import numpy as np
+Bodies are decoded and answers encoded by deployer's serving codec (below, verbatim), the same code
+deployer's own container runtime and the local endpoint use.
+"""
+'''
+
+_SCORING = """
+
+import os as _os
+import tarfile as _tarfile
+import tempfile as _tempfile
+
+import joblib as _joblib
+import numpy as _np
 
 _SUFFIXES = (".joblib", ".pkl", ".pickle")
 model = None
 
 
 def _model_dir():
-    root = os.environ.get("AZUREML_MODEL_DIR", ".")
-    for here, _dirs, files in os.walk(root):
+    root = _os.environ.get("AZUREML_MODEL_DIR", ".")
+    for here, _dirs, files in _os.walk(root):
         if "model.tar.gz" in files:
-            out = tempfile.mkdtemp(prefix="deployer-model-")
-            with tarfile.open(os.path.join(here, "model.tar.gz"), "r:gz") as tar:
+            out = _tempfile.mkdtemp(prefix="deployer-model-")
+            with _tarfile.open(_os.path.join(here, "model.tar.gz"), "r:gz") as tar:
                 tar.extractall(out, filter="data")
             return out
     return root
@@ -49,24 +58,21 @@ def _model_dir():
 def init():
     global model
     found = []
-    for here, _dirs, files in os.walk(_model_dir()):
-        found += [os.path.join(here, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
+    for here, _dirs, files in _os.walk(_model_dir()):
+        found += [_os.path.join(here, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
     if not found:
         raise FileNotFoundError("no .joblib/.pkl model under AZUREML_MODEL_DIR")
-    preferred = [p for p in found if os.path.basename(p).startswith("model.")]
-    model = joblib.load((preferred or found)[0])
-
-
-def _rows(raw_data):
-    data = json.loads(raw_data) if isinstance(raw_data, (str, bytes, bytearray)) else raw_data
-    if isinstance(data, dict):
-        data = data.get("instances", data.get("inputs", data.get("data", data.get("rows"))))
-    return np.asarray(data)
+    preferred = [p for p in found if _os.path.basename(p).startswith("model.")]
+    model = _joblib.load((preferred or found)[0])
 
 
 def run(raw_data):
-    return {"predictions": np.asarray(model.predict(_rows(raw_data))).tolist()}
-'''
+    rows = rows_of(json.loads(raw_data) if isinstance(raw_data, (str, bytes, bytearray)) else raw_data)
+    return predictions_body(model.predict(_np.asarray(rows)))
+"""
+
+SCORING_SCRIPT = _HEADER + codec.source() + _SCORING
+"""The scoring script: deployer's serving codec (:mod:`deployer.serving.codec`), ``init()`` and ``run()``."""
 
 
 def installed_version(dist: str) -> str | None:
