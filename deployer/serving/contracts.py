@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,11 +145,26 @@ def model_path(contract: ServingContract, env: Mapping[str, str], work: Path) ->
             hint="mount the model there, set DEPLOYER_MODEL_DIR, or build the image with the model in it",
         )
     archive = _archive(chosen)
-    if archive is None:
-        return chosen
-    from deployer.artifacts import unpack
+    return chosen if archive is None else unpack(archive, work / "model")
 
-    return unpack(archive, work / "model")
+
+def unpack(archive: Path, dest: Path) -> Path:
+    """Extract deployer's artifact into ``dest``: regular files and directories only, all inside ``dest``.
+
+    tarfile's ``data`` filter does this where the interpreter has it (3.11.4+); older ones (Debian
+    bookworm's 3.11.2, the prebuilt cloud images) get the same checks here.
+    """
+    with tarfile.open(archive, "r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return dest
+        root = dest.resolve()
+        for member in tar.getmembers():
+            target = (dest / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+                raise ModelLoadError(f"{archive.name} holds {member.name!r}, which is not a file inside the model")
+        tar.extractall(dest)
+    return dest
 
 
 def _has_files(path: Path) -> bool:

@@ -105,3 +105,13 @@ def runtime(env: dict[str, str], log: Path, args: tuple[str, ...] = (), ready: s
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Image tests run when asked for (``-m container`` or ``DEPLOYER_CONTAINER_TESTS=1``, as .ci/run does)."""
+    if os.environ.get("DEPLOYER_CONTAINER_TESTS") == "1" or "container" in (config.getoption("-m") or ""):
+        return
+    skipped = [it for it in items if it.get_closest_marker("container") is not None]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [it for it in items if it.get_closest_marker("container") is None]
