@@ -207,6 +207,7 @@ class ServingApp:
     async def _predict(self, scope: Scope, receive: Receive, send: Send, infer: str | None = None) -> None:
         """A prediction; ``infer`` is the ``name[/versions/v]`` of an Open Inference Protocol request."""
         start = time.perf_counter()
+        error = _error if infer is None else _oip_error
         target = None
         auth = None
         length = None
@@ -222,7 +223,7 @@ class ServingApp:
                 csv = value.split(b";")[0].strip().lower() == _CSV
         if self._auth is not None and (auth is None or not hmac.compare_digest(auth, self._auth)):
             await _drain(receive)
-            await _reply(send, 401, _error("unauthorized", "send Authorization: Bearer <token>"))
+            await _reply(send, 401, error("unauthorized", "send Authorization: Bearer <token>"))
             return
         routing = self.routing
         model_name = None
@@ -230,7 +231,7 @@ class ServingApp:
             found = oip.resolve(infer, self.model_name, routing)
             if found is None:
                 await _drain(receive)
-                await _reply(send, 404, _error("unknown_model", f"no model {infer!r}; use {self.model_name!r}"))
+                await _reply(send, 404, error("unknown_model", f"no model {infer!r}; use {self.model_name!r}"))
                 return
             model_name, target = found
         split = target is None
@@ -238,12 +239,12 @@ class ServingApp:
             target = routing.pick()
             if target is None:
                 await _drain(receive)
-                await _reply(send, 503, _error("not_ready", "no release is serving traffic"))
+                await _reply(send, 503, error("not_ready", "no release is serving traffic"))
                 return
         model = routing.releases.get(target)
         if model is None:
             await _drain(receive)
-            await _reply(send, 404, _error("unknown_release", f"release {target!r} is not loaded here"))
+            await _reply(send, 404, error("unknown_release", f"release {target!r} is not loaded here"))
             return
         settings = routing.settings_of(target)
         series = self.recorder.get(target)
@@ -255,11 +256,11 @@ class ServingApp:
         except _TooLarge:
             series.reject(time.time())
             message = f"the body is over the {settings.max_body_mb:g} MB limit; send fewer rows per request"
-            await _reply(send, 413, _error("too_large", message), target)
+            await _reply(send, 413, error("too_large", message), target)
             return
         except BadInput as e:
             series.reject(time.time())
-            await _reply(send, e.status, _error(e.code, str(e)), target)
+            await _reply(send, e.status, error(e.code, str(e)), target)
             return
         lane = self.lane(target, model, settings)
         try:
@@ -273,11 +274,11 @@ class ServingApp:
         except TimeoutError:
             series.observe(time.time(), (time.perf_counter() - start) * 1000.0, True)
             message = f"no prediction within {settings.timeout_s:g}s; the request was abandoned"
-            await _reply(send, 504, _error("timeout", message), target)
+            await _reply(send, 504, error("timeout", message), target)
             return
         except Exception as e:
             series.observe(time.time(), (time.perf_counter() - start) * 1000.0, True)
-            await _reply(send, 500, _error("model_error", f"{type(e).__name__}: {e}"), target)
+            await _reply(send, 500, error("model_error", f"{type(e).__name__}: {e}"), target)
             return
         await send(
             {
@@ -473,6 +474,11 @@ async def _drain(receive: Receive, read: int = 0) -> None:
 
 def _error(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
+
+
+def _oip_error(code: str, message: str) -> bytes:
+    """An Open Inference Protocol error: ``{"error": <message>}`` (plus deployer's code)."""
+    return orjson.dumps({"error": message, "code": code})
 
 
 async def _reply(
