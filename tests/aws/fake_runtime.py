@@ -9,8 +9,14 @@
   (https://sagemaker.readthedocs.io/en/stable/frameworks/sklearn/using_sklearn.html#deploy-a-scikit-learn-model)
   with the model's ``Environment`` set. A handler that raises answers ``ModelError`` with
   ``OriginalStatusCode`` 500, as InvokeEndpoint documents
-  (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html). Images
-  other than the prebuilt one cannot run here: they answer ``{"predictions": [0]}``.
+  (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html).
+* An image made by ``deployer build`` (registered in :attr:`Runtime.images` with its build context, as
+  if pushed to ECR) runs the way SageMaker runs any inference image
+  (https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html): its entrypoint
+  with ``serve``, the image's ``ENV`` and the model's ``Environment``, the ``ModelDataUrl`` artifact
+  unpacked where ``/opt/ml/model`` would be, as a process on 127.0.0.1 (log file, stopped by pid on
+  ``close``) that the invocation is POSTed to at ``/invocations`` once ``/ping`` answers 200. Other
+  images cannot run here: they answer ``{"predictions": [0]}``.
 * Every invocation becomes CloudWatch datapoints in ``AWS/SageMaker`` (Invocations,
   Invocation5XXErrors, Invocation4XXErrors, ModelLatency in microseconds; dimensions EndpointName and
   VariantName: https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html), timestamped
@@ -27,9 +33,14 @@ import io
 import json
 import os
 import random
+import socket
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +48,8 @@ from typing import Any
 from unittest import mock
 
 from moto.s3.models import s3_backends
+
+from deployer.testing.processes import stop_process
 
 
 class SystemTime:
@@ -60,6 +73,9 @@ class Runtime:
     _dirs: dict[str, Path] = field(default_factory=dict)
     _modules: dict[tuple[str, str], Any] = field(default_factory=dict)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    images: dict[str, Path] = field(default_factory=dict)
+    """Image URI -> the build context ``deployer build`` wrote for it: these images run for real."""
+    _containers: dict[tuple[str, str], tuple[subprocess.Popen[bytes], int]] = field(default_factory=dict)
 
     def wall(self) -> float:
         return self.epoch + self.clock.now()
@@ -68,6 +84,9 @@ class Runtime:
         return dt.datetime.fromtimestamp(self.wall(), dt.UTC)
 
     def close(self) -> None:
+        for proc, _port in self._containers.values():
+            stop_process(proc)
+        self._containers.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
         self._tmp = None
@@ -93,6 +112,8 @@ class Runtime:
         container = model.primary_container or {}
         env = dict(container.get("Environment") or {})
         if "SAGEMAKER_SUBMIT_DIRECTORY" not in env:
+            if container.get("Image") in self.images:
+                return self._invoke_image(account, name, container, body, content_type)
             return 200, "application/json", json.dumps({"predictions": [0]}).encode()
         handler = self._handler(account, env["SAGEMAKER_SUBMIT_DIRECTORY"], env["SAGEMAKER_PROGRAM"])
         model_dir = self._unpack(account, container["ModelDataUrl"])
@@ -105,6 +126,53 @@ class Runtime:
         except Exception as exc:  # the container answers 500 with the handler's error
             return 500, "text/plain", f"{type(exc).__name__}: {exc}".encode()
         return 200, out_type, out.encode() if isinstance(out, str) else out
+
+    def _invoke_image(
+        self, account: str, name: str, container: dict[str, Any], body: bytes, content_type: str
+    ) -> tuple[int, str, bytes]:
+        port = self._start(account, name, container)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, resp.headers.get("Content-Type", "application/json"), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type", "application/json"), e.read()
+
+    def _start(self, account: str, name: str, container: dict[str, Any]) -> int:
+        """The port of the model's container, started (``<entrypoint> serve``) on first use."""
+        key = (name, container["Image"])
+        if key in self._containers:
+            return self._containers[key][1]
+        context = self.images[container["Image"]]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYER_", "SAGEMAKER_", "AIP_", "AZUREML_"))}
+        env.update(image_env(context))
+        env.update(container.get("Environment") or {})
+        env.update(SAGEMAKER_BIND_TO_PORT=str(port), DEPLOYER_HOST="127.0.0.1")
+        if container.get("ModelDataUrl"):
+            env["DEPLOYER_MODEL_DIR"] = str(self._unpack(account, container["ModelDataUrl"]))  # /opt/ml/model
+        log = self._root() / f"container-{len(self._containers)}.log"
+        with open(log, "wb") as out:
+            cmd = [sys.executable, "-m", "deployer.serving", "serve"]
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self._containers[key] = (proc, port)
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the container exited with {proc.returncode}: {log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as resp:
+                    if resp.status == 200:
+                        return port
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the container never answered /ping: {log.read_text()}")
+            time.sleep(0.1)
 
     def _root(self) -> Path:
         if self._tmp is None:
@@ -192,6 +260,19 @@ def model_error(status: int, message: bytes, endpoint_arn: str) -> tuple[int, di
         "LogStreamArn": endpoint_arn.replace(":endpoint/", ":log-group/"),
     }
     return 424, {"Content-Type": "application/x-amz-json-1.1", "status": "424"}, json.dumps(body)
+
+
+def image_env(context: Path) -> dict[str, str]:
+    """The ``ENV`` of a ``deployer build`` context's Dockerfile, its /opt/deployer paths read in the context."""
+    text = (context / "Dockerfile").read_text().replace("\\\n", " ")
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for pair in line[4:].split():
+                key, _, value = pair.partition("=")
+                if key != "PATH":
+                    out[key] = value.replace("/opt/deployer/", f"{context}/")
+    return out
 
 
 def decode_body(raw: Any) -> bytes:

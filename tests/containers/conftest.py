@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from deployer.artifacts import package
+from deployer.testing.processes import stop_process
 
 MODELS = Path(__file__).parent / "models"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [4.8, 3.1, 1.6, 0.2]]
@@ -99,12 +100,7 @@ def runtime(env: dict[str, str], log: Path, args: tuple[str, ...] = (), ready: s
             time.sleep(0.1)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
