@@ -82,7 +82,8 @@ def capabilities(opts: Any = None) -> Capabilities:
         unsupported={
             "scale_to_zero": "managed online deployments keep at least one instance",
             "native_rollout": "Azure ML has no guarded rollout of its own; deployer's canary drives traffic",
-            "container_images": "bring-your-own-container deployments are not built yet; use flavor sklearn",
+            "container_images": "bring-your-own-container deployments (a `deployer build` image) are not supported "
+            "yet; use flavor sklearn",
         },
     )
 
@@ -177,7 +178,7 @@ class AzureProvider:
         if spec.model.flavor != "sklearn":
             raise CapabilityError(
                 f"flavor {spec.model.flavor!r}: the azure provider generates scoring for sklearn models only "
-                "(container images are not built yet)"
+                "(serving a `deployer build` image on Azure ML is not supported yet)"
             )
         if spec.autoscaling is not None and (spec.autoscaling.scale_to_zero or spec.autoscaling.min == 0):
             raise CapabilityError(f"scale_to_zero: {self.capabilities.reason('scale_to_zero')}")
