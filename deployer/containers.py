@@ -80,10 +80,14 @@ def _say(on_event: EventFn | None, name: str, step: str, detail: str) -> None:
         on_event(StepDone(name, step=step, outcome="ok", detail=detail))
 
 
-def requirements(flavor: str, runtime: dict[str, str]) -> list[str]:
-    """Pinned requirements of the image: the model's recorded versions first, then what is installed here."""
+def requirements(flavor: str, runtime: dict[str, str], compiled: bool = False) -> list[str]:
+    """Pinned requirements of the image: the model's recorded versions first, then what is installed here.
+
+    ``compiled``: the artifact holds an ONNX graph served instead of the model (``serving.compile: onnx``).
+    """
     pins: dict[str, str | None] = {}
-    for dist in (*FLAVOR_LIBRARIES.get(flavor, ()), *RUNTIME_LIBRARIES):
+    extra = ("onnxruntime",) if compiled else ()
+    for dist in (*FLAVOR_LIBRARIES.get(flavor, ()), *extra, *RUNTIME_LIBRARIES):
         recorded = runtime.get(dist)
         pins[dist] = recorded or _installed(dist)
     return sorted(f"{d}=={v}" if v else d for d, v in pins.items())
@@ -171,7 +175,7 @@ def write_context(
             packaged = artifacts.package(_model_source(spec), Path(work), serving=spec.serving, flavor=flavor)
         runtime = dict(artifacts.read_manifest(packaged.path).get("runtime", {}))
         python = ".".join(str(runtime.get("python", "3.11")).split(".")[:2])
-        reqs = requirements(flavor, runtime)
+        reqs = requirements(flavor, runtime, compiled=spec.serving.compile == "onnx")
         files: dict[str, bytes | Path] = {
             "Dockerfile": dockerfile(
                 python, flavor, packaged.digest, spec.name, spec.model.entrypoint, wheelhouse

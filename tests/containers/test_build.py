@@ -20,11 +20,11 @@ from tests.containers.conftest import Flavored
 pytestmark = pytest.mark.timeout(60)
 
 
-def spec_of(model: Flavored, name: str = "iris") -> Spec:
+def spec_of(model: Flavored, name: str = "iris", **extra: object) -> Spec:
     source = {"path": str(model.src), "flavor": model.flavor}
     if model.entrypoint:
         source["entrypoint"] = model.entrypoint
-    return Spec.model_validate({"name": name, "target": {"provider": "local"}, "model": source})
+    return Spec.model_validate({"name": name, "target": {"provider": "local"}, "model": source, **extra})
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -65,6 +65,8 @@ def test_requirements_are_pinned_to_the_models_recorded_versions(flavored: dict[
     onnx = write_context(spec_of(flavored["onnx"]), tmp_path / "onnx")
     assert not any(r.startswith("scikit-learn") for r in onnx.requirements)
     assert any(r.startswith("onnxruntime==") for r in onnx.requirements)
+    served_as_graph = write_context(spec_of(flavored["sklearn"], serving={"compile": "onnx"}), tmp_path / "compiled")
+    assert any(r.startswith("onnxruntime==") for r in served_as_graph.requirements), "the graph needs onnxruntime"
 
 
 def _hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
