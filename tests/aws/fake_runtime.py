@@ -33,14 +33,10 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +45,7 @@ from unittest import mock
 
 from moto.s3.models import s3_backends
 
-from deployer.testing.processes import stop_process
+from deployer.testing.processes import post, run_image, stop_process
 
 
 class SystemTime:
@@ -130,49 +126,16 @@ class Runtime:
     def _invoke_image(
         self, account: str, name: str, container: dict[str, Any], body: bytes, content_type: str
     ) -> tuple[int, str, bytes]:
-        port = self._start(account, name, container)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": content_type}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return resp.status, resp.headers.get("Content-Type", "application/json"), resp.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers.get("Content-Type", "application/json"), e.read()
-
-    def _start(self, account: str, name: str, container: dict[str, Any]) -> int:
-        """The port of the model's container, started (``<entrypoint> serve``) on first use."""
         key = (name, container["Image"])
-        if key in self._containers:
-            return self._containers[key][1]
-        context = self.images[container["Image"]]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYER_", "SAGEMAKER_", "AIP_", "AZUREML_"))}
-        env.update(image_env(context))
-        env.update(container.get("Environment") or {})
-        env.update(SAGEMAKER_BIND_TO_PORT=str(port), DEPLOYER_HOST="127.0.0.1")
-        if container.get("ModelDataUrl"):
-            env["DEPLOYER_MODEL_DIR"] = str(self._unpack(account, container["ModelDataUrl"]))  # /opt/ml/model
-        log = self._root() / f"container-{len(self._containers)}.log"
-        with open(log, "wb") as out:
-            cmd = [sys.executable, "-m", "deployer.serving", "serve"]
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        self._containers[key] = (proc, port)
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the container exited with {proc.returncode}: {log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as resp:
-                    if resp.status == 200:
-                        return port
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the container never answered /ping: {log.read_text()}")
-            time.sleep(0.1)
+        if key not in self._containers:
+            env = dict(container.get("Environment") or {})
+            if container.get("ModelDataUrl"):  # unpacked where /opt/ml/model would be
+                env["DEPLOYER_MODEL_DIR"] = str(self._unpack(account, container["ModelDataUrl"]))
+            log = self._root() / f"container-{len(self._containers)}.log"
+            context = self.images[container["Image"]]
+            self._containers[key] = run_image(context, env, ("serve",), log, "/ping", "SAGEMAKER_BIND_TO_PORT")
+        port = self._containers[key][1]
+        return post(f"http://127.0.0.1:{port}/invocations", body, content_type)
 
     def _root(self) -> Path:
         if self._tmp is None:
@@ -260,19 +223,6 @@ def model_error(status: int, message: bytes, endpoint_arn: str) -> tuple[int, di
         "LogStreamArn": endpoint_arn.replace(":endpoint/", ":log-group/"),
     }
     return 424, {"Content-Type": "application/x-amz-json-1.1", "status": "424"}, json.dumps(body)
-
-
-def image_env(context: Path) -> dict[str, str]:
-    """The ``ENV`` of a ``deployer build`` context's Dockerfile, its /opt/deployer paths read in the context."""
-    text = (context / "Dockerfile").read_text().replace("\\\n", " ")
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("ENV "):
-            for pair in line[4:].split():
-                key, _, value = pair.partition("=")
-                if key != "PATH":
-                    out[key] = value.replace("/opt/deployer/", f"{context}/")
-    return out
 
 
 def decode_body(raw: Any) -> bytes:

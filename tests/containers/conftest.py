@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,12 +31,6 @@ class Flavored:
     archive: Path
     expected: list[object]
     entrypoint: str | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _training() -> tuple[np.ndarray, np.ndarray]:
