@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from deployer.containers import build
-from tests.containers.conftest import ROWS, Flavored, free_port
+from deployer.testing.processes import free_port
+from tests.containers.conftest import ROWS, Flavored
 from tests.containers.test_build import spec_of
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(600)]

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from deployer.artifacts import unpack
-from tests.containers.conftest import ROWS, Flavored, free_port, runtime
+from deployer.testing.processes import free_port
+from tests.containers.conftest import ROWS, Flavored, runtime
 
 FLAVORS = ("sklearn", "onnx", "python")
 
