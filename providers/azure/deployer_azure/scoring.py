@@ -75,6 +75,28 @@ SCORING_SCRIPT = _HEADER + codec.source() + _SCORING
 """The scoring script: deployer's serving codec (:mod:`deployer.serving.codec`), ``init()`` and ``run()``."""
 
 
+PORT = 5001
+ROUTES = {"liveness_route": "/", "readiness_route": "/ready", "scoring_route": "/score"}
+"""Where a ``deployer build`` image answers under Azure ML's contract (deployer.serving.contracts)."""
+
+
+def image_environment(image: str) -> tuple[dict[str, Any], str]:
+    """The inference configuration of a custom-container environment running ``image``, and a version
+    naming (image, configuration) by content
+    (https://learn.microsoft.com/azure/machine-learning/how-to-deploy-custom-container)."""
+    config = {name: {"path": path, "port": PORT} for name, path in ROUTES.items()}
+    key = json.dumps({"image": image, "inference_config": config}, sort_keys=True).encode()
+    return config, digest(key)[:32]
+
+
+def serving_env(release: Any) -> dict[str, str]:
+    """What a ``deployer build`` image reads besides its own ENV: the flavor and the release it serves."""
+    env = {"DEPLOYER_FLAVOR": release.flavor, "DEPLOYER_RELEASE": release.id}
+    if release.entrypoint:
+        env["DEPLOYER_ENTRYPOINT"] = release.entrypoint
+    return env
+
+
 def installed_version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
