@@ -233,7 +233,8 @@ class ServingApp:
                 await _drain(receive)
                 await _reply(send, 404, error("unknown_model", f"no model {infer!r}; use {self.model_name!r}"))
                 return
-            model_name, target = found
+            model_name, pinned = found
+            target = pinned or target
         split = target is None
         if target is None:
             target = routing.pick()
