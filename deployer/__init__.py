@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 _API = {
     "apply", "deploy", "plan", "status", "history", "rollback", "scale", "destroy", "Endpoint", "guard", "adopt",
+    "build",
 }
 
 

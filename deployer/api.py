@@ -11,7 +11,7 @@ import builtins
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer.engine import Engine, Outcome
 from deployer.errors import NotFoundError, SpecError
@@ -24,6 +24,9 @@ from deployer.records import ArtifactRef, Capabilities, Observed, Release
 from deployer.rollout import check_strategy
 from deployer.secrets import redact_options, revealed
 from deployer.spec import Autoscaling, Spec, Target
+
+if TYPE_CHECKING:
+    from deployer.containers import Built
 
 # ---- context ------------------------------------------------------------------------------------
 
@@ -466,6 +469,39 @@ def destroy(name: str, *, state: str | None = None, on_event: EventFn | None = N
 
 
 # ---- the handle ---------------------------------------------------------------------------------
+
+
+def build(
+    spec: Spec | str | Path,
+    *,
+    env: str | None = None,
+    out: str | Path | None = None,
+    tag: str | None = None,
+    base_image: str | None = None,
+    wheelhouse: bool = False,
+    push: bool = False,
+    engine: str | None = None,
+    offline: bool = False,
+    on_event: EventFn | None = None,
+) -> Built:
+    """A container image of the spec's model (see :mod:`deployer.containers`): its build context written
+    (into ``out`` when given), built and tagged when Docker or Podman is present, pushed with ``push``.
+
+    Returns a :class:`deployer.containers.Built`. Touches no endpoint and no ledger.
+    """
+    from deployer import containers
+
+    return containers.build(
+        to_spec(spec, env),
+        out=Path(out) if out is not None else None,
+        tag=tag,
+        base_image=base_image,
+        wheelhouse=wheelhouse,
+        push=push,
+        engine=engine,
+        offline=offline,
+        on_event=on_event,
+    )
 
 
 class Endpoint:

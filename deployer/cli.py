@@ -140,6 +140,59 @@ def plan(spec: str, env: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("spec", type=click.Path())
+@env_opt
+@click.option("--out", type=click.Path(), default=None, help="Write the build context here and keep it.")
+@click.option("--tag", default=None, help="Image name (default: deployer/<endpoint>:<context sha256[:12]>).")
+@click.option("--base-image", default=None, help="The Dockerfile's BASE_IMAGE (default: python:<model's>-slim).")
+@click.option("--wheelhouse", is_flag=True, help="Download every wheel on this machine with pip; install offline.")
+@click.option("--offline", is_flag=True, help="Build with no network (--network none; needs --wheelhouse).")
+@click.option("--push", is_flag=True, help="Push --tag to its registry after the build.")
+@click.option("--engine", default=None, help="docker or podman (default: whichever is installed).")
+@json_opt
+def build(
+    spec: str,
+    env: str | None,
+    out: str | None,
+    tag: str | None,
+    base_image: str | None,
+    wheelhouse: bool,
+    offline: bool,
+    push: bool,
+    engine: str | None,
+    as_json: bool,
+) -> None:
+    """Build a container image of the spec's model (serves SageMaker, Vertex AI, Azure ML and KServe)."""
+
+    def body(r: Renderer) -> None:
+        from deployer import api
+
+        built = api.build(
+            spec, env=env, out=out, tag=tag, base_image=base_image, wheelhouse=wheelhouse,
+            push=push, engine=engine, offline=offline, on_event=r,
+        )  # fmt: skip
+        result = {
+            "image": built.image,
+            "engine": built.engine,
+            "pushed": built.pushed,
+            "context": str(built.context.path) if out else None,
+            "context_sha256": built.context.digest,
+            "artifact_sha256": built.context.artifact,
+            "requirements": list(built.context.requirements),
+        }
+
+        def human() -> None:
+            if built.image:
+                r.console.print(f"built {built.image}" + (" and pushed it" if built.pushed else ""))
+            else:
+                r.console.print(f"no docker or podman here: build context written to {out}")
+
+        r.result(result, human)
+
+    run(as_json, body)
+
+
+@cli.command()
 @click.argument("name")
 @state_opt
 @json_opt

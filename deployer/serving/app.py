@@ -11,6 +11,12 @@ Routes (described by the OpenAPI document at ``GET /openapi.json``, see :mod:`de
     GET  /metrics        JSON per release: requests, errors, rejected, latency histogram, p50/p99,
                          batch sizes (?window=SECONDS, default all-time; ?format=prometheus)
     GET  /openapi.json   the OpenAPI 3.1 document of these routes
+    /v2/...              the Open Inference Protocol v2 REST routes (see :mod:`deployer.serving.oip`)
+
+A body sent as ``text/csv`` is one row a line. Bodies become rows in :func:`deployer.serving.codec.decode`
+and answers are written by :mod:`deployer.serving.codec`, the code every contract and every generated
+cloud script shares. ``aliases`` maps the routes a cloud's container contract names (Vertex AI's
+``AIP_PREDICT_ROUTE``, Azure ML's scoring route, ...) to these, see :mod:`deployer.serving.contracts`.
 
 ``X-Deployer-Release: <id>`` sends a prediction to that release directly, whatever its weight
 (404 when it is not loaded). Without it a release is drawn per request from the traffic split, and
@@ -42,7 +48,10 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from deployer import __version__
+from deployer.serving import oip
 from deployer.serving.batching import Lane
+from deployer.serving.codec import csv_rows, infer_body, predictions_body
 from deployer.serving.inputs import BadInput, Contract, rows_of
 from deployer.serving.loader import Predictor, contract_of
 from deployer.serving.metrics import BOUNDS_MS, MetricsRecorder, aggregate, read_snapshots
@@ -60,6 +69,7 @@ _TEXT = (b"content-type", b"text/plain; version=0.0.4")
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _PUBLIC = frozenset({"/health", "/ping", "/ready", "/openapi.json"})
 _PREDICT = frozenset({"/predict", "/invocations"})
+_CSV = b"text/csv"
 
 THREADS = 4
 """Prediction threads per worker (each release runs at most ``LANE_CONCURRENCY`` batches at once)."""
@@ -75,6 +85,10 @@ def _default(obj: Any) -> Any:
     if tolist is not None:
         return tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _as_is(predictions: Any) -> Any:
+    return predictions
 
 
 class _TooLarge(Exception):
@@ -112,8 +126,14 @@ class ServingApp:
         recorder: MetricsRecorder | None = None,
         metrics_dir: Path | None = None,
         threads: int = THREADS,
+        model_name: str = "model",
+        aliases: dict[str, str] | None = None,
     ) -> None:
         self.routing = routing or Routing()
+        self.model_name = model_name
+        """The model name the Open Inference Protocol routes answer for (besides each release id)."""
+        self.aliases = dict(aliases or {})
+        """Extra route -> deployer route ('/predict', '/health', '/ready') of a cloud's container contract."""
         self.recorder = recorder or MetricsRecorder()
         self.metrics_dir = metrics_dir
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="predict")
@@ -167,9 +187,12 @@ class ServingApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path = scope["path"]
-            if path in _PREDICT and scope["method"] == "POST":
+            path: str = scope["path"]
+            path = self.aliases.get(path, path)
+            if scope["method"] == "POST" and path in _PREDICT:
                 await self._predict(scope, receive, send)
+            elif scope["method"] == "POST" and (spec := oip.infer_target(path)) is not None:
+                await self._predict(scope, receive, send, spec)
             else:
                 await self._other(path, scope, send)
         elif kind == "lifespan":
@@ -181,11 +204,14 @@ class ServingApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, infer: str | None = None) -> None:
+        """A prediction; ``infer`` is the ``name[/versions/v]`` of an Open Inference Protocol request."""
         start = time.perf_counter()
+        error = _error if infer is None else _oip_error
         target = None
         auth = None
         length = None
+        csv = False
         for name, value in scope["headers"]:
             if name == b"x-deployer-release":
                 target = value.decode("latin-1")
@@ -193,51 +219,67 @@ class ServingApp:
                 auth = value
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else None
+            elif name == b"content-type":
+                csv = value.split(b";")[0].strip().lower() == _CSV
         if self._auth is not None and (auth is None or not hmac.compare_digest(auth, self._auth)):
             await _drain(receive)
-            await _reply(send, 401, _error("unauthorized", "send Authorization: Bearer <token>"))
+            await _reply(send, 401, error("unauthorized", "send Authorization: Bearer <token>"))
             return
         routing = self.routing
+        model_name = None
+        if infer is not None:
+            found = oip.resolve(infer, self.model_name, routing)
+            if found is None:
+                await _drain(receive)
+                await _reply(send, 404, error("unknown_model", f"no model {infer!r}; use {self.model_name!r}"))
+                return
+            model_name, pinned = found
+            target = pinned or target
         split = target is None
         if target is None:
             target = routing.pick()
             if target is None:
                 await _drain(receive)
-                await _reply(send, 503, _error("not_ready", "no release is serving traffic"))
+                await _reply(send, 503, error("not_ready", "no release is serving traffic"))
                 return
         model = routing.releases.get(target)
         if model is None:
             await _drain(receive)
-            await _reply(send, 404, _error("unknown_release", f"release {target!r} is not loaded here"))
+            await _reply(send, 404, error("unknown_release", f"release {target!r} is not loaded here"))
             return
         settings = routing.settings_of(target)
         series = self.recorder.get(target)
         try:
             body = await _read_body(receive, settings.max_body_bytes, length)
-            data = _decode(body)
-            rows = rows_of(data)
+            data = None if csv else _decode(body)
+            rows = csv_rows(body) if csv else rows_of(data)
             x = contract_of(model).parse(rows)
         except _TooLarge:
             series.reject(time.time())
             message = f"the body is over the {settings.max_body_mb:g} MB limit; send fewer rows per request"
-            await _reply(send, 413, _error("too_large", message), target)
+            await _reply(send, 413, error("too_large", message), target)
             return
         except BadInput as e:
             series.reject(time.time())
-            await _reply(send, e.status, _error(e.code, str(e)), target)
+            await _reply(send, e.status, error(e.code, str(e)), target)
             return
         lane = self.lane(target, model, settings)
         try:
             predictions = await lane.submit(x, len(rows), settings.timeout_s)
-            out = orjson.dumps({"predictions": predictions, "release": target}, default=_default, option=_OPTS)
+            if model_name is None:
+                answer = predictions_body(predictions, target, convert=_as_is)
+            else:
+                request_id = data.get("id") if isinstance(data, dict) else None
+                answer = infer_body(predictions, model_name, target, request_id)
+            out = orjson.dumps(answer, default=_default, option=_OPTS)
         except TimeoutError:
             series.observe(time.time(), (time.perf_counter() - start) * 1000.0, True)
             message = f"no prediction within {settings.timeout_s:g}s; the request was abandoned"
-            await _reply(send, 504, _error("timeout", message), target)
+            await _reply(send, 504, error("timeout", message), target)
             return
         except Exception as e:
             series.observe(time.time(), (time.perf_counter() - start) * 1000.0, True)
-            await _reply(send, 500, _error("model_error", f"{type(e).__name__}: {e}"), target)
+            await _reply(send, 500, error("model_error", f"{type(e).__name__}: {e}"), target)
             return
         await send(
             {
@@ -287,6 +329,9 @@ class ServingApp:
         if path == "/openapi.json" and method in ("GET", "HEAD"):
             await _reply(send, 200, document(self._live_contract()))
             return
+        if path in oip.PUBLIC and method in ("GET", "HEAD"):
+            await self._oip(path, send)
+            return
         if self._auth is not None:
             auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             if auth is None or not hmac.compare_digest(auth, self._auth):
@@ -306,11 +351,21 @@ class ServingApp:
             else:
                 await _reply(send, 200, orjson.dumps(self.metrics(window)))
             return
+        if path.startswith(oip.PREFIX) and method in ("GET", "HEAD"):
+            await self._oip(path, send)
+            return
         if path in _PREDICT or path in _PUBLIC or path == "/metrics":
             allowed = "POST" if path in _PREDICT else "GET"
             await _reply(send, 405, _error("method_not_allowed", f"use {allowed} {path}"))
             return
         await _reply(send, 404, _error("not_found", f"no route {method} {path}"))
+
+    async def _oip(self, path: str, send: Send) -> None:
+        found = oip.answer(path, self.routing, self.model_name, __version__)
+        if found is None:
+            await _reply(send, 404, _error("not_found", f"no route GET {path}"))
+            return
+        await _reply(send, found[0], found[1])
 
     def _live_contract(self) -> Contract | None:
         """The input contract shared by every live release, if they share one."""
@@ -420,6 +475,11 @@ async def _drain(receive: Receive, read: int = 0) -> None:
 
 def _error(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
+
+
+def _oip_error(code: str, message: str) -> bytes:
+    """An Open Inference Protocol error: ``{"error": <message>}`` (plus deployer's code)."""
+    return orjson.dumps({"error": message, "code": code})
 
 
 async def _reply(

@@ -9,6 +9,9 @@ check made here, *before* the model runs. Anything the model itself raises is th
   rejected. Rows given as objects are ordered by the model's feature names.
 * ``numeric=False`` (an sklearn pipeline that takes strings): a 2-D object array of the right width.
 * :data:`PASSTHROUGH` (python flavor, any object with ``predict``): the JSON list itself.
+
+The body itself becomes rows in :mod:`deployer.serving.codec` (:func:`decode`, :func:`rows_of`), the
+one decoder every contract and every generated cloud script shares.
 """
 
 from __future__ import annotations
@@ -16,27 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.serving.codec import BadInput, decode, rows_of
 
-class BadInput(Exception):
-    """The request cannot be served as sent; ``str(e)`` tells the caller what to change."""
-
-    def __init__(self, message: str, code: str = "bad_input", status: int = 422) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
-def rows_of(data: Any) -> list[Any]:
-    """The list of rows in a decoded body: a list, or ``{"instances": [...]}``; never empty."""
-    if isinstance(data, dict):
-        if "instances" not in data:
-            raise BadInput('send a JSON list of rows or {"instances": [...]}', "bad_request", 400)
-        data = data["instances"]
-    if not isinstance(data, list):
-        raise BadInput('send a JSON list of rows or {"instances": [...]}', "bad_request", 400)
-    if not data:
-        raise BadInput("the request has no rows; send at least one row", "empty", 422)
-    return data
+__all__ = ["PASSTHROUGH", "BadInput", "Contract", "decode", "rows_of"]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@
   model (``modelUri``) into ``AZUREML_MODEL_DIR`` and the code asset's ``score.py`` (``codeUri``), imports
   the script, calls ``init()`` once and ``run(raw_body)`` per request; an exception is a 500
   (https://learn.microsoft.com/azure/machine-learning/how-to-deploy-online-endpoints#understand-the-scoring-script).
+* :class:`ImageRunner` runs a custom-container deployment of an image made by ``deployer build`` the way
+  Azure ML runs a custom container (https://learn.microsoft.com/azure/machine-learning/how-to-deploy-custom-container):
+  the registered model under ``AZUREML_MODEL_DIR``, the deployment's environment variables, the image's
+  runtime as a process on 127.0.0.1, requests POSTed to the environment's scoring route once its
+  readiness route answers 200.
 * :class:`MetricStore` records each request served (live and mirrored) and answers
   ``GET {endpoint id}/providers/Microsoft.Insights/metrics`` only with requests older than ``delay_s``, in
   one-minute buckets, in the shape of the Metrics - List reference
@@ -71,6 +76,38 @@ class Runner:
     def close(self) -> None:
         import shutil
 
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ImageRunner:
+    """One custom-container deployment: a ``deployer build`` image's runtime, run as a process."""
+
+    def __init__(
+        self, name: str, model_uri: str, fetch: Any, context: Path, env: dict[str, str], routes: dict[str, Any]
+    ) -> None:
+        from deployer.testing.processes import run_image
+
+        self.dir = Path(tempfile.mkdtemp(prefix=f"fake-aml-{name}-"))
+        model_dir = self.dir / "model"
+        model_dir.mkdir()
+        (model_dir / model_uri.rsplit("/", 1)[-1]).write_bytes(fetch(model_uri))
+        ready = routes["readinessRoute"]["path"]
+        self.scoring = routes["scoringRoute"]["path"]
+        platform = {**env, "AZUREML_MODEL_DIR": str(model_dir)}
+        self.proc, self.port = run_image(context, platform, (), self.dir / "container.log", ready, "DEPLOYER_PORT")
+
+    def score(self, body: bytes) -> tuple[int, bytes]:
+        from deployer.testing.processes import post
+
+        status, _type, out = post(f"http://127.0.0.1:{self.port}{self.scoring}", body, "application/json")
+        return status, out
+
+    def close(self) -> None:
+        import shutil
+
+        from deployer.testing.processes import stop_process
+
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -21,9 +21,10 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from amlscoring import MetricStore, Runner
+from amlscoring import ImageRunner, MetricStore, Runner
 from azure.ai.ml._restclient.arm_ml_service import models as rest
 from azure.mgmt.monitor import models as monitor_models
 from restcheck import BodyError, check
@@ -84,7 +85,9 @@ class ArmFake:
     metrics: MetricStore = field(default_factory=MetricStore)
     fail_deployments: set[str] = field(default_factory=set)
     """Deployment names whose creation ends Failed (as when the container does not start)."""
-    runners: dict[tuple[str, str], Runner] = field(default_factory=dict)
+    runners: dict[tuple[str, str], Runner | ImageRunner] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
+    """Image -> the build context ``deployer build`` wrote for it (pushed to a registry): runs for real."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     rng: random.Random = field(default_factory=lambda: random.Random(11))
     mirror_seen: dict[str, int] = field(default_factory=dict)
@@ -250,6 +253,14 @@ class ArmFake:
         ):
             if ref and not self._asset_exists(ref):
                 raise ArmError(400, "BadArgument", f"asset {ref} does not exist in workspace {self.ws}")
+        if not props.get("codeConfiguration") and props.get("environmentId"):
+            # without a scoring script the environment is a custom container that names its routes:
+            # https://learn.microsoft.com/azure/machine-learning/how-to-deploy-custom-container
+            env = self._asset_by_id(props["environmentId"])["properties"]
+            if not env.get("inferenceConfig"):
+                raise ArmError(
+                    400, "BadArgument", "a deployment without code needs an environment with inferenceConfig"
+                )
         current = self.resources.get(key)
         self.resources[key] = _load(body)
         self.runners.pop((endpoint, name), None)
@@ -431,8 +442,14 @@ class ArmFake:
             if runner is None:
                 props = self.resources[("deployment", endpoint, deployment)]["properties"]
                 model = self._asset_by_id(props["model"])["properties"]["modelUri"]
-                code = self._asset_by_id(props["codeConfiguration"]["codeId"])["properties"]["codeUri"]
-                runner = Runner(deployment, model, code, self.fetch)
+                if not props.get("codeConfiguration"):
+                    env = self._asset_by_id(props["environmentId"])["properties"]
+                    variables = dict(props.get("environmentVariables") or {})
+                    context = self.images[env["image"]]
+                    runner = ImageRunner(deployment, model, self.fetch, context, variables, env["inferenceConfig"])
+                else:
+                    code = self._asset_by_id(props["codeConfiguration"]["codeId"])["properties"]["codeUri"]
+                    runner = Runner(deployment, model, code, self.fetch)
                 self.runners[(endpoint, deployment)] = runner
             return runner
 

@@ -27,6 +27,8 @@ import hashlib
 import io
 import tarfile
 
+from deployer.serving import codec
+
 SKLEARN_ACCOUNTS: dict[str, str] = {
     "af-south-1": "510948584623",
     "ap-east-1": "651117190479",
@@ -74,37 +76,36 @@ SKLEARN_CONTAINERS: dict[str, dict[str, str]] = {
 PROGRAM = "inference.py"
 BUNDLE = "sourcedir.tar.gz"
 
-INFERENCE_SCRIPT = '''\
-"""deployer's handler for the SageMaker scikit-learn container (generated; do not edit)."""
-import json
-import os
+_HEADER = '''\
+"""deployer's handler for the SageMaker scikit-learn container (generated; do not edit).
 
-import joblib
-import numpy as np
+Bodies are decoded and answers encoded by deployer's serving codec (below, verbatim), the same code
+deployer's own container runtime and the local endpoint use.
+"""
+'''
+
+_HANDLER = """
+
+import os as _os
+
+import joblib as _joblib
+import numpy as _np
 
 _SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
 def model_fn(model_dir):
     found = []
-    for root, _dirs, files in os.walk(model_dir):
-        found += [os.path.join(root, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
+    for root, _dirs, files in _os.walk(model_dir):
+        found += [_os.path.join(root, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
     if not found:
         raise FileNotFoundError(f"no .joblib/.pkl model under {model_dir}")
-    preferred = [p for p in found if os.path.basename(p).startswith("model.")]
-    return joblib.load((preferred or found)[0])
+    preferred = [p for p in found if _os.path.basename(p).startswith("model.")]
+    return _joblib.load((preferred or found)[0])
 
 
 def input_fn(body, content_type):
-    if content_type.startswith("application/json"):
-        data = json.loads(body)
-        if isinstance(data, dict):
-            data = data.get("instances", data.get("inputs", data.get("rows")))
-        return np.asarray(data)
-    if content_type.startswith("text/csv"):
-        text = body.decode() if isinstance(body, bytes) else body
-        return np.asarray([[float(x) for x in line.split(",")] for line in text.splitlines() if line])
-    raise ValueError(f"unsupported content type {content_type}")
+    return _np.asarray(decode(body, content_type))
 
 
 def predict_fn(data, model):
@@ -112,11 +113,11 @@ def predict_fn(data, model):
 
 
 def output_fn(prediction, accept):
-    body = {"predictions": np.asarray(prediction).tolist()}
-    if os.environ.get("DEPLOYER_RELEASE"):
-        body["release"] = os.environ["DEPLOYER_RELEASE"]
-    return json.dumps(body), "application/json"
-'''
+    return json.dumps(predictions_body(prediction, _os.environ.get("DEPLOYER_RELEASE"))), "application/json"
+"""
+
+INFERENCE_SCRIPT = _HEADER + codec.source() + _HANDLER
+"""The handler: deployer's serving codec (:mod:`deployer.serving.codec`) and the four SageMaker hooks."""
 
 
 def _parts(version: str, n: int) -> tuple[int, ...]:

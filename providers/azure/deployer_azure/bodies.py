@@ -52,15 +52,19 @@ def release_tags(release: Release, options: AzureOptions) -> dict[str, str]:
 
 
 def deployment(
-    release: Release, options: AzureOptions, location: str, *, model_id: str, code_id: str, env_id: str
+    release: Release, options: AzureOptions, location: str, *, model_id: str, code_id: str | None, env_id: str
 ) -> Any:
-    """The managed online deployment serving ``release`` with the registered assets."""
+    """The managed online deployment serving ``release`` with the registered assets (no ``code_id``: a
+    ``deployer build`` image, told its flavor and release by environment variables)."""
     r = _sdk.rest
     props = r.ManagedOnlineDeployment(
         instance_type=release.resources.instance_type or options.instance_type,
         model=model_id,
         environment_id=env_id,
-        code_configuration=r.CodeConfiguration(code_id=code_id, scoring_script=scoring.SCRIPT_NAME),
+        code_configuration=(
+            r.CodeConfiguration(code_id=code_id, scoring_script=scoring.SCRIPT_NAME) if code_id is not None else None
+        ),
+        environment_variables=scoring.serving_env(release) if code_id is None else None,
         request_settings=r.OnlineRequestSettings(
             request_timeout=seconds(options.request_timeout_ms / 1000),
             max_concurrent_requests_per_instance=options.max_concurrent_requests_per_instance,

@@ -177,16 +177,26 @@ class Online:
         with azure_errors("CodeVersions.CreateOrUpdate"):
             return str(ops.create_or_update(self.rg, self.ws, CODE_NAME, version, body).id)
 
-    def ensure_environment(self, version: str, image: str, conda: dict[str, Any]) -> str:
+    def ensure_environment(
+        self, version: str, image: str, conda: dict[str, Any] | None, inference: dict[str, Any] | None = None
+    ) -> str:
+        """The environment ``version``: ``image`` with a conda file, or a custom container serving ``inference``
+        routes (``{"liveness_route": {"path", "port"}, ...}``)."""
         ops = self._svc.environment_versions
         try:
             with azure_errors("EnvironmentVersions.Get"):
                 return str(ops.get(self.rg, self.ws, ENV_NAME, version).id)
         except NotFoundError:
             pass
-        body = _sdk.rest.EnvironmentVersion(
-            properties=_sdk.rest.EnvironmentVersionProperties(image=image, conda_file=json.dumps(conda, indent=1))
-        )
+        r = _sdk.rest
+        props = r.EnvironmentVersionProperties(image=image)
+        if conda is not None:
+            props.conda_file = json.dumps(conda, indent=1)
+        if inference is not None:
+            props.inference_config = r.InferenceContainerProperties(
+                **{name: r.Route(path=route["path"], port=route["port"]) for name, route in inference.items()}
+            )
+        body = r.EnvironmentVersion(properties=props)
         with azure_errors("EnvironmentVersions.CreateOrUpdate"):
             return str(ops.create_or_update(self.rg, self.ws, ENV_NAME, version, body).id)
 

@@ -41,6 +41,11 @@ class AzureOptions(BaseModel):
         "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest",
         description="Base image of the generated environment.",
     )
+    serving_image: str | None = Field(
+        None,
+        description="A serving image made by `deployer build` (in a registry the workspace pulls from): serves any "
+        "flavor as a custom container instead of the generated scoring script.",
+    )
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     request_timeout_ms: int = Field(5000, ge=1, le=180000)

@@ -82,7 +82,8 @@ def capabilities(opts: Any = None) -> Capabilities:
         unsupported={
             "scale_to_zero": "managed online deployments keep at least one instance",
             "native_rollout": "Azure ML has no guarded rollout of its own; deployer's canary drives traffic",
-            "container_images": "bring-your-own-container deployments are not built yet; use flavor sklearn",
+            "container_images": "flavor 'container' (an image of your own) is not deployed on Azure ML; build an "
+            "image with `deployer build` and set provider_options.serving_image",
         },
     )
 
@@ -174,10 +175,12 @@ class AzureProvider:
                 "no storage account for artifacts",
                 fix="set provider_options.storage_account (or AZURE_STORAGE_CONNECTION_STRING)",
             )
-        if spec.model.flavor != "sklearn":
+        if spec.model.flavor == "container" or (spec.model.flavor != "sklearn" and not opts.serving_image):
             raise CapabilityError(
-                f"flavor {spec.model.flavor!r}: the azure provider generates scoring for sklearn models only "
-                "(container images are not built yet)"
+                f"flavor {spec.model.flavor!r}: the azure provider generates scoring for sklearn models only; "
+                "other flavors run in a serving image",
+                hint="build one with `deployer build SPEC --tag REGISTRY/NAME:TAG --push` and set "
+                "provider_options.serving_image to it",
             )
         if spec.autoscaling is not None and (spec.autoscaling.scale_to_zero or spec.autoscaling.min == 0):
             raise CapabilityError(f"scale_to_zero: {self.capabilities.reason('scale_to_zero')}")
@@ -397,6 +400,10 @@ class AzureProvider:
             raise StorageError(f"release {release.id} has no artifact", hint="upload the model first")
         tags = bodies.release_tags(release, opts)
         model_id = self._online.ensure_model(release.endpoint, str(int(release.id[1:])), release.artifact.uri, tags)
+        if opts.serving_image:
+            inference, env_version = scoring.image_environment(opts.serving_image)
+            env_id = self._online.ensure_environment(env_version, opts.serving_image, None, inference)
+            return bodies.deployment(release, opts, self.location, model_id=model_id, code_id=None, env_id=env_id)
         code_id, env_id = self._scoring_assets(release, opts)
         return bodies.deployment(release, opts, self.location, model_id=model_id, code_id=code_id, env_id=env_id)
 

@@ -18,60 +18,88 @@ import json
 from importlib import metadata
 from typing import Any
 
+from deployer.serving import codec
+
 SCRIPT_NAME = "score.py"
 PYTHON = "3.11"
 
-SCORING_SCRIPT = '''\
-"""deployer's scoring script for Azure ML managed online deployments (generated; do not edit)."""
-import io
-import json
-import os
-import tarfile
+_HEADER = '''\
+"""deployer's scoring script for Azure ML managed online deployments (generated; do not edit).
 
-import joblib
-import numpy as np
+Bodies are decoded and answers encoded by deployer's serving codec (below, verbatim), the same code
+deployer's own container runtime and the local endpoint use.
+"""
+'''
+
+_SCORING = """
+
+import io as _io
+import os as _os
+import tarfile as _tarfile
+
+import joblib as _joblib
+import numpy as _np
 
 _SUFFIXES = (".joblib", ".pkl", ".pickle")
 model = None
 
 
 def _pick(names):
-    preferred = [n for n in names if os.path.basename(n).startswith("model.")]
+    preferred = [n for n in names if _os.path.basename(n).startswith("model.")]
     return (preferred or names)[0]
 
 
 def _load_packed(archive):
-    """Load the model straight out of deployer's model.tar.gz: nothing is extracted to disk."""
-    with tarfile.open(archive, "r:gz") as tar:
+    # Load the model straight out of deployer's model.tar.gz: nothing is extracted to disk.
+    with _tarfile.open(archive, "r:gz") as tar:
         names = sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.endswith(_SUFFIXES))
         if not names:
             raise FileNotFoundError(f"no .joblib/.pkl model in {archive}")
-        return joblib.load(io.BytesIO(tar.extractfile(_pick(names)).read()))
+        return _joblib.load(_io.BytesIO(tar.extractfile(_pick(names)).read()))
 
 
 def init():
     global model
     found = []
-    for here, _dirs, files in os.walk(os.environ.get("AZUREML_MODEL_DIR", ".")):
+    for here, _dirs, files in _os.walk(_os.environ.get("AZUREML_MODEL_DIR", ".")):
         if "model.tar.gz" in files:
-            model = _load_packed(os.path.join(here, "model.tar.gz"))
+            model = _load_packed(_os.path.join(here, "model.tar.gz"))
             return
-        found += [os.path.join(here, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
+        found += [_os.path.join(here, f) for f in sorted(files) if f.endswith(_SUFFIXES)]
     if not found:
         raise FileNotFoundError("no .joblib/.pkl model under AZUREML_MODEL_DIR")
-    model = joblib.load(_pick(found))
-
-
-def _rows(raw_data):
-    data = json.loads(raw_data) if isinstance(raw_data, (str, bytes, bytearray)) else raw_data
-    if isinstance(data, dict):
-        data = data.get("instances", data.get("inputs", data.get("data", data.get("rows"))))
-    return np.asarray(data)
+    model = _joblib.load(_pick(found))
 
 
 def run(raw_data):
-    return {"predictions": np.asarray(model.predict(_rows(raw_data))).tolist()}
-'''
+    rows = rows_of(json.loads(raw_data) if isinstance(raw_data, (str, bytes, bytearray)) else raw_data)
+    return predictions_body(model.predict(_np.asarray(rows)))
+"""
+
+SCORING_SCRIPT = _HEADER + codec.source() + _SCORING
+"""The scoring script: deployer's serving codec (:mod:`deployer.serving.codec`), ``init()`` and ``run()``."""
+
+
+PORT = 5001
+ROUTES = {"liveness_route": "/", "readiness_route": "/ready", "scoring_route": "/score"}
+"""Where a ``deployer build`` image answers under Azure ML's contract (deployer.serving.contracts)."""
+
+
+def image_environment(image: str) -> tuple[dict[str, Any], str]:
+    """The inference configuration of a custom-container environment running ``image``, and a version
+    naming (image, configuration) by content
+    (https://learn.microsoft.com/azure/machine-learning/how-to-deploy-custom-container)."""
+    config = {name: {"path": path, "port": PORT} for name, path in ROUTES.items()}
+    key = json.dumps({"image": image, "inference_config": config}, sort_keys=True).encode()
+    return config, digest(key)[:32]
+
+
+def serving_env(release: Any) -> dict[str, str]:
+    """What a ``deployer build`` image reads besides its own ENV: the flavor and the release it serves."""
+    env = {"DEPLOYER_FLAVOR": release.flavor, "DEPLOYER_RELEASE": release.id}
+    if release.entrypoint:
+        env["DEPLOYER_ENTRYPOINT"] = release.entrypoint
+    return env
 
 
 def installed_version(dist: str) -> str | None:

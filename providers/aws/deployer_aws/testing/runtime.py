@@ -9,8 +9,14 @@
   (https://sagemaker.readthedocs.io/en/stable/frameworks/sklearn/using_sklearn.html#deploy-a-scikit-learn-model)
   with the model's ``Environment`` set. A handler that raises answers ``ModelError`` with
   ``OriginalStatusCode`` 500, as InvokeEndpoint documents
-  (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html). Images
-  other than the prebuilt one cannot run here: they answer ``{"predictions": [0]}``.
+  (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html).
+* An image made by ``deployer build`` (registered in :attr:`Runtime.images` with its build context, as
+  if pushed to ECR) runs the way SageMaker runs any inference image
+  (https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html): its entrypoint
+  with ``serve``, the image's ``ENV`` and the model's ``Environment``, the ``ModelDataUrl`` artifact
+  unpacked where ``/opt/ml/model`` would be, as a process on 127.0.0.1 (log file, stopped by pid on
+  ``close``) that the invocation is POSTed to at ``/invocations`` once ``/ping`` answers 200. Other
+  images cannot run here: they answer ``{"predictions": [0]}``.
 * Every invocation becomes CloudWatch datapoints in ``AWS/SageMaker`` (Invocations,
   Invocation5XXErrors, Invocation4XXErrors, ModelLatency in microseconds; dimensions EndpointName and
   VariantName: https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html), timestamped
@@ -27,6 +33,7 @@ import io
 import json
 import os
 import random
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -37,6 +44,8 @@ from typing import Any
 from unittest import mock
 
 from moto.s3.models import s3_backends
+
+from deployer.testing.processes import post, run_image, stop_process
 
 
 class SystemTime:
@@ -60,6 +69,9 @@ class Runtime:
     _dirs: dict[str, Path] = field(default_factory=dict)
     _modules: dict[tuple[str, str], Any] = field(default_factory=dict)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    images: dict[str, Path] = field(default_factory=dict)
+    """Image URI -> the build context ``deployer build`` wrote for it: these images run for real."""
+    _containers: dict[tuple[str, str], tuple[subprocess.Popen[bytes], int]] = field(default_factory=dict)
 
     def wall(self) -> float:
         return self.epoch + self.clock.now()
@@ -68,6 +80,9 @@ class Runtime:
         return dt.datetime.fromtimestamp(self.wall(), dt.UTC)
 
     def close(self) -> None:
+        for proc, _port in self._containers.values():
+            stop_process(proc)
+        self._containers.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
         self._tmp = None
@@ -93,6 +108,8 @@ class Runtime:
         container = model.primary_container or {}
         env = dict(container.get("Environment") or {})
         if "SAGEMAKER_SUBMIT_DIRECTORY" not in env:
+            if container.get("Image") in self.images:
+                return self._invoke_image(account, name, container, body, content_type)
             return 200, "application/json", json.dumps({"predictions": [0]}).encode()
         handler = self._handler(account, env["SAGEMAKER_SUBMIT_DIRECTORY"], env["SAGEMAKER_PROGRAM"])
         model_dir = self._unpack(account, container["ModelDataUrl"])
@@ -105,6 +122,20 @@ class Runtime:
         except Exception as exc:  # the container answers 500 with the handler's error
             return 500, "text/plain", f"{type(exc).__name__}: {exc}".encode()
         return 200, out_type, out.encode() if isinstance(out, str) else out
+
+    def _invoke_image(
+        self, account: str, name: str, container: dict[str, Any], body: bytes, content_type: str
+    ) -> tuple[int, str, bytes]:
+        key = (name, container["Image"])
+        if key not in self._containers:
+            env = dict(container.get("Environment") or {})
+            if container.get("ModelDataUrl"):  # unpacked where /opt/ml/model would be
+                env["DEPLOYER_MODEL_DIR"] = str(self._unpack(account, container["ModelDataUrl"]))
+            log = self._root() / f"container-{len(self._containers)}.log"
+            context = self.images[container["Image"]]
+            self._containers[key] = run_image(context, env, ("serve",), log, "/ping", "SAGEMAKER_BIND_TO_PORT")
+        port = self._containers[key][1]
+        return post(f"http://127.0.0.1:{port}/invocations", body, content_type)
 
     def _root(self) -> Path:
         if self._tmp is None:
