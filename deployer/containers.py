@@ -23,6 +23,7 @@ contract and the Open Inference Protocol, whichever the environment it runs in n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -39,6 +40,7 @@ from pathlib import Path
 from deployer import artifacts
 from deployer.errors import CapabilityError, DeployerError, SpecError
 from deployer.events import EventFn, StepDone
+from deployer.scratch import scratch
 from deployer.spec import Spec
 
 MTIME = 315532800
@@ -168,9 +170,9 @@ def write_context(
     if out.exists() and any(out.iterdir()):
         raise SpecError("--out", f"{out} is not empty", fix="name a new or empty directory for the build context")
     flavor = spec.model.flavor
-    with tempfile.TemporaryDirectory(prefix="deployer-build-") as work:
+    with scratch("build") as work:
         if spec.model.obj is not None:
-            packaged = artifacts.package_object(spec.model.obj, Path(work), serving=spec.serving)
+            packaged = artifacts.archive(artifacts.identify_object(spec.model.obj, serving=spec.serving), work)
         else:
             packaged = artifacts.package(_model_source(spec), Path(work), serving=spec.serving, flavor=flavor)
         runtime = dict(artifacts.read_manifest(packaged.path).get("runtime", {}))
@@ -292,9 +294,8 @@ def build(
             "no container engine (docker or podman) is installed",
             hint="install Docker or Podman, or pass --out DIR to write the build context only",
         )
-    keep = out is not None
-    where = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="deployer-context-"))
-    try:
+    with contextlib.ExitStack() as stack:
+        where = Path(out) if out is not None else stack.enter_context(scratch("context"))
         context = write_context(spec, where, wheelhouse=wheelhouse, wheel_cache=wheel_cache, on_event=on_event)
         if binary is None:
             return Built(context, None, None)
@@ -308,9 +309,6 @@ def build(
         if push:
             _run(spec.name, "push", [binary, "push", image], on_event)
         return Built(context, image, Path(binary).name, pushed=push)
-    finally:
-        if not keep:
-            shutil.rmtree(where, ignore_errors=True)
 
 
 _STEP = re.compile(r"^(?:Step|STEP) (\d+)/(\d+)\s*:?\s*(.*)$|^#\d+ \[(?:[^\]]* )?(\d+)/(\d+)\] (.*)$")
