@@ -2,10 +2,9 @@
 
 The single-process checks take a store on an empty prefix; :func:`race` starts processes that each build
 the store from its class path and URI (the environment carries the emulator's address and credentials)
-and race on one key per round. A cloud package's tests call these against its emulator or fake::
+and race on one key per round. A cloud package's tests run these against its emulator or fake::
 
-    def test_create_once(store):
-        ledger_objects.check_create_once(store)
+    class TestS3LedgerObjects(ledger_objects.LedgerObjectsChecks): ...   # with a ``store`` fixture
 
     def test_race(uri):
         ledger_objects.race("deployer_aws.ledger:S3LedgerObjects", uri).check()
@@ -20,6 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from unittest.mock import ANY
 
 from deployer.protocols import LedgerObjects
 
@@ -76,9 +76,30 @@ def check_list(store: LedgerObjects, count: int) -> list[str]:
     return names
 
 
+def check_prefixes_isolate(one: LedgerObjects, two: LedgerObjects) -> None:
+    """Two stores on sibling prefixes of one bucket: the same key is two objects, each listing sees its own."""
+    assert one.create("x", b"1") and two.create("x", b"2")
+    assert one.list("") == ["x"] and two.list("") == ["x"]
+    assert [one.read("x"), two.read("x")] == [(b"1", ANY), (b"2", ANY)]
+
+
+class LedgerObjectsChecks:
+    """The single-process checks as tests: subclass (``class TestS3LedgerObjects(LedgerObjectsChecks)``) and
+    supply a ``store`` fixture on an empty prefix."""
+
+    def test_create_twice_the_second_is_refused(self, store: LedgerObjects) -> None:
+        check_create_once(store)
+
+    def test_replace_with_a_stale_version_writes_nothing(self, store: LedgerObjects) -> None:
+        check_replace_stale(store)
+
+    def test_delete_with_a_stale_version_deletes_nothing(self, store: LedgerObjects) -> None:
+        check_delete_stale(store)
+
+
 @dataclass
 class RaceResult:
-    """Who won each round of :func:`race` (worker indexes), read back from the store afterwards."""
+    """Who won each create and each replace of :func:`race` (worker indexes, by key), and each key's final bytes."""
 
     rounds: int
     created: dict[int, list[int]] = field(default_factory=dict)
@@ -87,12 +108,12 @@ class RaceResult:
     errors: list[str] = field(default_factory=list)
 
     def check(self) -> None:
-        """Exactly one winner per round for create and for replace, and the key holds the replace winner's bytes."""
+        """Exactly one winner of each create and of each replace, and each key holds its replace winner's bytes."""
         assert not self.errors, self.errors[:3]
-        for r in range(self.rounds):
-            assert len(self.created.get(r, [])) == 1, f"round {r}: create winners {self.created.get(r)}"
-            assert len(self.replaced.get(r, [])) == 1, f"round {r}: replace winners {self.replaced.get(r)}"
-            assert self.final[r] == _payload(self.replaced[r][0], "replace"), f"round {r}: {self.final[r]!r}"
+        for r in range(self.rounds // 2):
+            assert len(self.created.get(r, [])) == 1, f"key {r}: create winners {self.created.get(r)}"
+            assert len(self.replaced.get(r, [])) == 1, f"key {r}: replace winners {self.replaced.get(r)}"
+            assert self.final[r] == _payload(self.replaced[r][0], "replace"), f"key {r}: {self.final[r]!r}"
 
 
 def _payload(worker: int, what: str) -> bytes:
@@ -121,15 +142,15 @@ def _worker(
     try:
         store = load(path)(uri)
         for r in range(rounds):
-            key = f"race/{r:04d}"
+            key = f"race/{r // 2:04d}"
             barrier.wait(60)
-            version = store.create(key, _payload(index, "create"))
-            if version is not None:
-                created.append(r)
-                slot.value = version.encode()
-            barrier.wait(60)
-            if store.replace(key, _payload(index, "replace"), slot.value.decode()) is not None:
-                replaced.append(r)
+            if r % 2 == 0:
+                version = store.create(key, _payload(index, "create"))
+                if version is not None:
+                    created.append(r // 2)
+                    slot.value = version.encode()
+            elif store.replace(key, _payload(index, "replace"), slot.value.decode()) is not None:
+                replaced.append(r // 2)
     except Exception:
         error = f"worker {index}: {traceback.format_exc()}"
         barrier.abort()
@@ -137,10 +158,10 @@ def _worker(
 
 
 def race(path: str, uri: str, *, workers: int = 8, rounds: int = 200, timeout_s: float = 100) -> RaceResult:
-    """``workers`` processes, each with its own store ``path(uri)``, race every round (after a barrier)
-    to ``create`` one new key, then (after another) to ``replace`` it at the version the create winner
-    got. Processes are spawned (no state inherited but the environment) and stopped by the caller's
-    deadline at the latest."""
+    """``workers`` processes, each with its own store ``path(uri)``, race every round (all start together
+    after a barrier): even rounds to ``create`` one new key, odd rounds to ``replace`` that key at the version
+    the create winner got. Forked (they inherit the imported SDKs, not a client: each builds its own
+    store) and stopped by ``timeout_s`` at the latest."""
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(workers)
     slot = ctx.Array("c", 1024)
@@ -172,17 +193,19 @@ def race(path: str, uri: str, *, workers: int = 8, rounds: int = 200, timeout_s:
                 p.terminate()
                 p.join(5)
     store = load(path)(uri)
-    for r in range(rounds):
+    for r in range(rounds // 2):
         got = store.read(f"race/{r:04d}")
         out.final[r] = got[0] if got else None
     return out
 
 
 __all__ = [
+    "LedgerObjectsChecks",
     "RaceResult",
     "check_create_once",
     "check_delete_stale",
     "check_list",
+    "check_prefixes_isolate",
     "check_replace_stale",
     "load",
     "race",

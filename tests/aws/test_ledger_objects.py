@@ -61,16 +61,8 @@ def store(s3_uri: str) -> S3LedgerObjects:
     return S3LedgerObjects(s3_uri)
 
 
-def test_create_twice_the_second_is_refused(store: S3LedgerObjects) -> None:
-    ledger_objects.check_create_once(store)
-
-
-def test_replace_with_a_stale_version_writes_nothing(store: S3LedgerObjects) -> None:
-    ledger_objects.check_replace_stale(store)
-
-
-def test_delete_with_a_stale_version_deletes_nothing(store: S3LedgerObjects) -> None:
-    ledger_objects.check_delete_stale(store)
+class TestS3LedgerObjects(ledger_objects.LedgerObjectsChecks):
+    """create twice, replace and delete with stale versions (deployer.testing.ledger_objects)."""
 
 
 def test_every_write_is_one_conditional_put(store: S3LedgerObjects, moto_server: str) -> None:
@@ -99,9 +91,7 @@ def test_list_reads_every_page(s3_uri: str) -> None:
 
 def test_the_prefix_isolates_two_ledgers(s3_uri: str) -> None:
     one, two = S3LedgerObjects(s3_uri), S3LedgerObjects(f"s3://{LEDGER_BUCKET}/teams/other")
-    assert one.create("x", b"1") and two.create("x", b"2")
-    assert one.list("") == ["x"] and two.list("") == ["x"]
-    assert one.read("x") is not None and one.read("x")[0] == b"1"  # type: ignore[index]
+    ledger_objects.check_prefixes_isolate(one, two)
 
 
 @pytest.mark.slow

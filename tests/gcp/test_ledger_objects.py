@@ -60,16 +60,8 @@ def test_the_emulator_ignores_generation_preconditions(storage_emulator: Emulato
     blob.delete()
 
 
-def test_create_twice_the_second_is_refused(store: GcsLedgerObjects) -> None:
-    ledger_objects.check_create_once(store)
-
-
-def test_replace_with_a_stale_version_writes_nothing(store: GcsLedgerObjects) -> None:
-    ledger_objects.check_replace_stale(store)
-
-
-def test_delete_with_a_stale_version_deletes_nothing(store: GcsLedgerObjects) -> None:
-    ledger_objects.check_delete_stale(store)
+class TestGcsLedgerObjects(ledger_objects.LedgerObjectsChecks):
+    """create twice, replace and delete with stale versions (deployer.testing.ledger_objects)."""
 
 
 def test_every_write_is_one_conditional_insert(store: GcsLedgerObjects, fake: FakeGcs) -> None:
@@ -91,9 +83,7 @@ def test_list_reads_every_page(gs_uri: str, fake: FakeGcs) -> None:
 
 def test_the_prefix_isolates_two_ledgers(gs_uri: str) -> None:
     one, two = GcsLedgerObjects(gs_uri), GcsLedgerObjects(f"gs://{LEDGER_BUCKET}/teams/other")
-    assert one.create("x", b"1") and two.create("x", b"2")
-    assert one.list("") == ["x"] and two.list("") == ["x"]
-    assert (one.read("x") or (b"",))[0] == b"1"
+    ledger_objects.check_prefixes_isolate(one, two)
 
 
 @pytest.mark.slow

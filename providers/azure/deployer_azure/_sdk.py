@@ -53,6 +53,7 @@ _LAZY = {
     "BlobServiceClient": ("azure.storage.blob", "BlobServiceClient"),
     "ContentSettings": ("azure.storage.blob", "ContentSettings"),
     "LinearRetry": ("azure.storage.blob", "LinearRetry"),
+    "MatchConditions": ("azure.core", "MatchConditions"),
 }
 
 
