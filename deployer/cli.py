@@ -386,6 +386,9 @@ def serve(spec: str, env: str | None, port: int | None) -> None:
 @click.option("--region", default=None, help="Region to scope resources to (default: any).")
 @click.option("--account", default=None, help="Account id to scope resources to (default: any).")
 @click.option("--kms-key-arn", default=None, help="KMS key that encrypts artifacts (sse: aws:kms).")
+@click.option(
+    "--state", envvar="DEPLOYER_STATE", default=None, help="Shared ledger URI whose prefix the policy also grants."
+)
 def iam_policy(
     provider: str,
     bucket: str | None,
@@ -393,6 +396,7 @@ def iam_policy(
     region: str | None,
     account: str | None,
     kms_key_arn: str | None,
+    state: str | None,
 ) -> None:
     """Print the least-privilege policy for the calls a provider makes."""
 
@@ -407,6 +411,8 @@ def iam_policy(
         given = {"bucket": bucket, "role_arn": role_arn, "region": region, "account": account}
         if kms_key_arn:
             given["kms_key_arn"] = kms_key_arn
+        if state:
+            given["state"] = state
         click.echo(json.dumps(fn(**{k: v for k, v in given.items() if v is not None}), indent=2))
 
     run(False, body)
