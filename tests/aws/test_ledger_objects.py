@@ -78,7 +78,19 @@ def test_every_write_is_one_conditional_put(store: S3LedgerObjects, moto_server:
     store.replace("e/churn/head", b"2", v1)
     assert sent == [("PutObject", "*", None), ("PutObject", None, v1)]
     raw = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
-    assert raw.get_object(Bucket=LEDGER_BUCKET, Key="teams/ml/ledger/e/churn/head")["Body"].read() == b"2"
+    body = raw.get_object(Bucket=LEDGER_BUCKET, Key="teams/ml/ledger/e/churn/head")["Body"].read()
+    assert body.startswith(b"deployer-ledger-object ") and body.endswith(b"\n2")
+
+
+def test_the_same_bytes_written_again_get_a_new_version(store: S3LedgerObjects, moto_server: str) -> None:
+    """S3's ETag is the MD5 of the body; each object's own first line keeps versions from repeating."""
+    v1 = store.create("k", b"same")
+    v2 = store.replace("k", b"same", v1 or "")
+    assert store.delete("k", v2) and (v3 := store.create("k", b"same"))
+    assert len({v1, v2, v3}) == 3 and store.read("k") == (b"same", v3)
+    raw = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
+    raw.put_object(Bucket=LEDGER_BUCKET, Key="teams/ml/ledger/by-hand", Body=b"plain")
+    assert (store.read("by-hand") or (b"",))[0] == b"plain", "an object written by hand is read whole"
 
 
 def test_list_reads_every_page(s3_uri: str) -> None:

@@ -8,17 +8,20 @@ in flight; both are the contract's ``None``. ``DeleteObject`` takes ``If-Match``
 (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html). The version is the
 ETag. Everything else goes through :func:`deployer_aws.errors.translate`.
 
-Where it differs from the contract: S3's ETag of a single-part object is the MD5 of its bytes, so writing
-the very same bytes again yields the same version. A compare-and-swap stays correct (the bytes the
-caller decided on are the bytes there); a caller that needs every write to be distinct puts something
-that changes (a sequence number, a time) in its content. As with every retried request, a write whose
-response was lost and whose retry then finds its own object reports the precondition lost; the caller
-re-reads.
+S3's ETag of a single-part object is the MD5 of its bytes, so writing the very same bytes twice would
+yield the same version, and a key deleted and re-created with old bytes would revive an old version. The
+contract wants a new version for every write, so each object starts with one line of its own,
+``deployer-ledger-object <random hex>``, that :meth:`S3LedgerObjects.read` strips: the ETag is new on every
+write and the caller's bytes come back exactly. An object without that line (written by hand) is read whole.
+
+As with every retried request, a write whose response was lost and whose retry then finds its own object
+reports the precondition lost; the caller re-reads.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +36,20 @@ GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 MAX_KEYS = 1000
 """ListObjectsV2 returns at most 1,000 keys a page (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html)."""
 DEFAULT_REGION = "us-east-1"
+
+
+FRAME = b"deployer-ledger-object "
+"""The first line of every object written here: this mark and 32 random hex digits, so its ETag is new."""
+
+
+def frame(data: bytes) -> bytes:
+    return FRAME + secrets.token_hex(16).encode() + b"\n" + data
+
+
+def unframe(body: bytes) -> bytes:
+    if body.startswith(FRAME):
+        return body.split(b"\n", 1)[1] if b"\n" in body else b""
+    return body
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -84,7 +101,7 @@ class S3LedgerObjects:
             out = self._s3.put_object(
                 Bucket=self.bucket,
                 Key=self._key(key),
-                Body=data,
+                Body=frame(data),
                 ContentType="application/octet-stream",
                 **condition,
             )
@@ -108,7 +125,7 @@ class S3LedgerObjects:
             raise self._error(exc, "GetObject") from exc
         except _sdk.BotoCoreError as exc:
             raise translate(exc, "GetObject") from exc
-        return bytes(data), str(out["ETag"])
+        return unframe(bytes(data)), str(out["ETag"])
 
     def create(self, key: str, data: bytes) -> str | None:
         return self._put(key, data, {"IfNoneMatch": "*"})
