@@ -134,6 +134,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
 
             def upload() -> ArtifactRef:
                 return store.put(packaged.path, packaged.digest, on_progress=report)
+
     candidate = Release(
         id="r0000",
         endpoint=spec.name,
@@ -303,6 +304,8 @@ class Status:
     observed: Observed | None
     lock_holder: str | None
     releases: list[dict[str, Any]]
+    lease: dict[str, Any] | None = None
+    """The endpoint lock's lease as stored (``live`` False: its holder stopped renewing; it is stale)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -312,6 +315,7 @@ class Status:
             "live": self.live,
             "traffic": self.traffic,
             "lock_holder": self.lock_holder,
+            "lease": self.lease,
             "health": self.observed.status if self.observed else "absent",
             "replicas": self.observed.replicas if self.observed else 0,
             "releases": self.releases,
@@ -344,7 +348,27 @@ def status(name: str, *, state: str | None = None) -> Status:
             observed,
             ledger.lock_holder(name),
             rels,
+            _lease(ledger, name),
         )
+    finally:
+        ledger.close()
+
+
+def _lease(ledger: LedgerStore, name: str) -> dict[str, Any] | None:
+    import time
+
+    lease = ledger.lease(name)
+    return {**lease.to_dict(), "holder": lease.holder, "live": lease.live(time.time())} if lease else None
+
+
+def export_history(name: str, *, state: str | None = None) -> dict[str, Any]:
+    """The endpoint's whole history as JSON-ready data: its row, every release, every journal entry
+    (what ``deployer history --json`` prints and ``deployer ledger push`` moves)."""
+    from deployer.ledgers.transfer import export
+
+    ledger = open_ledger(state)
+    try:
+        return export(ledger, name)
     finally:
         ledger.close()
 

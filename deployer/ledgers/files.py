@@ -9,6 +9,9 @@ never reused, so a delete-then-create cannot revive an old token) and the rest i
 * ``replace`` / ``delete``: under a POSIX record lock (``fcntl.lockf``, honoured by NFSv4) on the key's
   lock file, the current version is compared and the new file renamed over the old one (atomic).
 
+Durability is SQLite's ``synchronous=NORMAL``: a write survives the process that made it (and reaches the
+NFS server on close); a power cut of the machine may lose the last writes, never tear one.
+
 Limits: the directory's filesystem must honour ``link`` atomicity and POSIX locks (local disks, NFSv4
 with locking; not SMB without byte-range locks, not eventually consistent FUSE mounts of buckets).
 """
@@ -116,8 +119,6 @@ class FileObjects:
         try:
             with open(tmp, "wb") as f:
                 f.write(version.encode() + b"\n" + data)
-                f.flush()
-                os.fsync(f.fileno())
             yield tmp
         finally:
             with contextlib.suppress(FileNotFoundError):

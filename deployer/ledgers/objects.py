@@ -23,7 +23,6 @@ endpoints commits one endpoint after another (the engine's transactions touch on
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import random
 import time
@@ -38,9 +37,9 @@ from deployer.protocols import LedgerObjects
 from deployer.records import Release, Traffic
 from deployer.spec import Autoscaling
 
-TAIL_MAX = 400
+TAIL_MAX = 100
 """Journal entries kept in the head before the oldest :data:`CHUNK` are compacted."""
-CHUNK = 200
+CHUNK = 50
 RETRIES = 200
 """Conditional writes lost in a row before a change gives up (8 racing writers need a few)."""
 
@@ -52,14 +51,14 @@ Change = Callable[[State], Any]
 class _Pending:
     """One endpoint's changes inside a transaction: the head as read, and the changes applied to a copy."""
 
-    read: State
+    read: bytes
     version: str | None
     work: State
     changes: list[Change]
 
 
-def _empty() -> State:
-    return {"endpoint": None, "releases": [], "ops": [], "next_op": 1, "chunks": []}
+EMPTY = b'{"chunks":[],"endpoint":null,"next_op":1,"ops":[],"releases":[]}'
+"""The head of an endpoint the ledger has never written."""
 
 
 def _plain(value: Any) -> Any:
@@ -89,13 +88,16 @@ class ObjectLedger:
         return f"endpoints/{name}/head.json"
 
     def _load(self, name: str) -> tuple[State, str | None]:
+        """The endpoint's head, freshly parsed (the caller may change it), and its version."""
         if self._tx is not None and name in self._tx:
             return self._tx[name].work, self._tx[name].version
+        raw, version = self._read_head(name)
+        return json.loads(raw), version
+
+    def _read_head(self, name: str) -> tuple[bytes, str | None]:
         self.calls += 1
         got = self.objects.read(self._head_key(name))
-        if got is None:
-            return _empty(), None
-        return json.loads(got[0]), got[1]
+        return (EMPTY, None) if got is None else got
 
     def _state(self, name: str) -> State:
         return self._load(name)[0]
@@ -106,18 +108,18 @@ class ObjectLedger:
         self.leases.check(name)
         if self._tx is not None:
             if name not in self._tx:
-                state, version = self._load(name)
-                self._tx[name] = _Pending(state, version, copy.deepcopy(state), [])
+                raw, version = self._read_head(name)
+                self._tx[name] = _Pending(raw, version, json.loads(raw), [])
             pending = self._tx[name]
             pending.changes.append(change)
             return change(pending.work)
         return self._commit(name, [change], None)[0]
 
-    def _commit(self, name: str, changes: list[Change], first: tuple[State, str | None] | None) -> list[Any]:
+    def _commit(self, name: str, changes: list[Change], first: tuple[bytes, str | None] | None) -> list[Any]:
         for attempt in range(RETRIES):
-            state, version = first if first is not None else self._load(name)
+            raw, version = first if first is not None else self._read_head(name)
             first = None
-            state = copy.deepcopy(state)
+            state = json.loads(raw)
             results = [change(state) for change in changes]
             self._compact(name, state)
             data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()

@@ -34,6 +34,7 @@ import pytest
 
 from deployer.errors import ConflictError, LockedError
 from deployer.ledgers import transfer
+from deployer.ledgers.race import race_worker
 from deployer.ledgers.select import open_objects, open_store, scheme
 from deployer.protocols import LedgerStore
 from deployer.records import Release, Traffic
@@ -224,9 +225,9 @@ class LedgerConformance:
             with store.lock(EP, "deploy"):
                 old = other.force_unlock(EP)
                 assert old is not None and old.pid == os.getpid() and other.lock_holder(EP) is None
-                with other.lock(EP, "rollback"):
-                    with pytest.raises(LockedError):  # the first holder lost it: it may not write over
-                        _wait_lost(store)
+                # the first holder lost it: it may not write over the new holder's work
+                with other.lock(EP, "rollback"), pytest.raises(LockedError):
+                    _wait_lost(store)
             rows = [o for o in other.operations(EP) if o.phase == "force_unlocked"]
             assert len(rows) == 1 and rows[0].actor == other.actor
             assert rows[0].detail["old"]["operation"] == "deploy"  # type: ignore[index]
@@ -265,7 +266,7 @@ class LedgerConformance:
         barrier = ctx.Barrier(RACE_WORKERS)
         results: Any = ctx.Queue()
         procs = [
-            ctx.Process(target=race_worker, args=(ledger_state, i, RACE_ROUNDS, barrier, results), daemon=True)
+            ctx.Process(target=race_worker, args=(ledger_state, EP, i, RACE_ROUNDS, barrier, results), daemon=True)
             for i in range(RACE_WORKERS)
         ]
         for p in procs:
@@ -295,31 +296,6 @@ class LedgerConformance:
         assert pairs == sorted((w, r) for w in range(RACE_WORKERS) for r in range(RACE_ROUNDS)), "lost or doubled"
         ids = [o.id for o in appended]
         assert len(set(ids)) == len(ids) and ids == sorted(ids)
-
-
-def race_worker(state: str, worker: int, rounds: int, barrier: Any, results: Any) -> None:
-    """One racer: each round, append a journal entry and try the lock, holding it until all have tried.
-
-    ``won[r]`` is None when this worker held the lock in round ``r``, else the holder its LockedError named.
-    """
-    try:
-        ledger = open_store(state)
-        won: list[str | None] = []
-        for rnd in range(rounds):
-            barrier.wait(timeout=60)
-            ledger.journal(EP, None, "race", "append", detail={"worker": worker, "round": rnd})
-            try:
-                with ledger.lock(EP, f"race-{worker}"):
-                    won.append(None)
-                    barrier.wait(timeout=60)
-            except LockedError as e:
-                won.append(e.holder)
-                barrier.wait(timeout=60)
-        ledger.close()
-        results.put({"worker": worker, "pid": os.getpid(), "won": won})
-    except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the test
-        barrier.abort()
-        results.put({"worker": worker, "pid": os.getpid(), "error": repr(e)})
 
 
 _HOLD = """
