@@ -47,6 +47,9 @@ class FileObjects:
     # ---- reads ---------------------------------------------------------------------------------
 
     def read(self, key: str) -> tuple[bytes, str] | None:
+        return self._read(key)
+
+    def _read(self, key: str) -> tuple[bytes, str] | None:
         try:
             raw = self._path(key).read_bytes()
         except FileNotFoundError:
@@ -84,7 +87,7 @@ class FileObjects:
 
     def replace(self, key: str, data: bytes, version: str) -> str | None:
         with self._locked(key):
-            current = self.read(key)
+            current = self._read(key)
             if current is None or current[1] != version:
                 return None
             new = _version(int(version.split("-", 1)[0]) + 1, data)
@@ -94,7 +97,7 @@ class FileObjects:
 
     def delete(self, key: str, version: str | None = None) -> bool:
         with self._locked(key):
-            current = self.read(key)
+            current = self._read(key)
             if current is None:
                 return True
             if version is not None and current[1] != version:

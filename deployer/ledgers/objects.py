@@ -122,7 +122,7 @@ class ObjectLedger:
             state = json.loads(raw)
             results = [change(state) for change in changes]
             self._compact(name, state)
-            data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+            data = json.dumps(state, separators=(",", ":")).encode()
             self.calls += 1
             if version is None:
                 written = self.objects.create(self._head_key(name), data)
@@ -146,7 +146,7 @@ class ObjectLedger:
         ops = state["ops"]
         chunk, rest = ops[:CHUNK], ops[CHUNK:]
         key = f"endpoints/{name}/journal/{chunk[0]['id']:010d}.json"
-        data = json.dumps(chunk, sort_keys=True, separators=(",", ":")).encode()
+        data = json.dumps(chunk, separators=(",", ":")).encode()
         self.calls += 1
         if self.objects.create(key, data) is None:
             self.calls += 1
@@ -403,7 +403,7 @@ class ObjectLedger:
         }
         self._compact(name, state)
         self.calls += 1
-        data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+        data = json.dumps(state, separators=(",", ":")).encode()
         if self.objects.create(self._head_key(name), data) is None:
             raise ConflictError(
                 f"endpoint {name!r} already has a history in {self.path}",
