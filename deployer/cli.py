@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import click
 
+from deployer.cli_ledger import register as register_ledger_commands
 from deployer.errors import DeployerError
 from deployer.render import Renderer
 
@@ -449,11 +450,7 @@ def schema() -> None:
     click.echo(json.dumps(Spec.model_json_schema(), indent=2, sort_keys=True))
 
 
-from deployer.cli_ledger import audit, ledger, unlock  # noqa: E402 - the ledger's commands
-
-cli.add_command(unlock)
-cli.add_command(ledger)
-cli.add_command(audit)
+register_ledger_commands(cli, run)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The ledger's own commands: ``unlock``, ``ledger push`` / ``ledger pull`` and ``audit``.
 
-Registered on the main group by :mod:`deployer.cli`; like it, imports only click until a command runs.
+:func:`register` adds them to the main group (:mod:`deployer.cli` calls it with its ``run``, which maps
+errors to exit codes); like the main module, this imports only click until a command runs.
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ state_opt = click.option(
 )
 
 
-def _run(as_json: bool, fn: Callable[[Renderer], int | None]) -> None:
-    from deployer.cli import run  # at call time: deployer.cli registers these commands as it loads
+Body = Callable[[Renderer], int | None]
+RunFn = Callable[[bool, Body], None]
+_runner: list[RunFn] = []
 
-    run(as_json, fn)
+
+def register(group: click.Group, run: RunFn) -> None:
+    """Add ``unlock``, ``ledger`` and ``audit`` to ``group``; their bodies go through ``run``."""
+    _runner[:] = [run]
+    for command in (unlock, ledger, audit):
+        group.add_command(command)
+
+
+def _run(as_json: bool, fn: Body) -> None:
+    _runner[0](as_json, fn)
 
 
 @click.command()

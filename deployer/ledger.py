@@ -33,16 +33,15 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deployer.errors import LedgerError, NoPreviousReleaseError
+from deployer.ledgers.rows import EndpointRow, Lease, OperationRow, ReleaseRow
 from deployer.records import Release, Traffic
 from deployer.spec import Autoscaling
 
-if TYPE_CHECKING:
-    from deployer.ledgers.lease import Lease
+__all__ = ["EndpointRow", "Ledger", "OperationRow", "ReleaseRow", "actor"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -81,74 +80,6 @@ def actor() -> str:
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-@dataclass(frozen=True)
-class ReleaseRow:
-    """A release as the ledger knows it."""
-
-    endpoint: str
-    id: str
-    seq: int
-    fingerprint: str
-    spec_hash: str
-    artifact_digest: str | None
-    release: Release
-    status: str
-    running: bool
-    actor: str
-    created_at: float
-    finished_at: float | None
-    outcome: str | None
-    reason: str | None
-    evidence: list[dict[str, Any]]
-    autoscaling: Autoscaling | None = None
-    """The autoscaling last applied to this release (None: never scaled)."""
-    artifact_pruned: bool = False
-    """Its artifact was deleted (``strategy.keep_releases``): it can no longer serve again unless running."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "running": self.running,
-            "fingerprint": self.fingerprint,
-            "spec_hash": self.spec_hash,
-            "artifact_digest": self.artifact_digest,
-            "actor": self.actor,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "evidence": self.evidence,
-            "autoscaling": self.autoscaling.model_dump(mode="json") if self.autoscaling else None,
-        }
-
-
-@dataclass(frozen=True)
-class EndpointRow:
-    name: str
-    provider: str
-    target: dict[str, Any]
-    url: str | None
-    meta: dict[str, str]
-    traffic: Traffic
-    created_at: float
-    updated_at: float
-    destroyed_at: float | None
-
-
-@dataclass(frozen=True)
-class OperationRow:
-    id: int
-    endpoint: str
-    release: str | None
-    step: str
-    phase: str
-    operation: dict[str, Any] | None
-    detail: dict[str, Any] | None
-    actor: str
-    at: float
 
 
 class Ledger:

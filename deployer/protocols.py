@@ -56,8 +56,7 @@ from deployer.records import (
 from deployer.spec import Autoscaling, Spec, Target
 
 if TYPE_CHECKING:
-    from deployer.ledger import EndpointRow, OperationRow, ReleaseRow
-    from deployer.ledgers.lease import Lease
+    from deployer.ledgers.rows import EndpointRow, Lease, OperationRow, ReleaseRow
 
 ProgressFn = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while an artifact moves."""

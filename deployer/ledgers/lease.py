@@ -20,17 +20,17 @@ their skew.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from deployer.errors import LedgerError, LockedError
+from deployer.ledgers.rows import Lease
 from deployer.procs import pid_alive
 from deployer.protocols import LedgerObjects
 
@@ -72,43 +72,11 @@ def process_start(pid: int) -> str:
         return ""
 
 
-@dataclass(frozen=True)
-class Lease:
-    """Who holds an endpoint's lock, and until when."""
-
-    token: str
-    actor: str
-    host: str
-    machine: str
-    pid: int
-    started: str
-    operation: str
-    acquired_at: float
-    expires_at: float
-
-    @property
-    def holder(self) -> str:
-        until = time.strftime("%H:%M:%SZ", time.gmtime(self.expires_at))
-        return f"{self.actor} pid {self.pid} ({self.operation}), lease until {until}"
-
-    def live(self, now: float) -> bool:
-        return self.expires_at > now
-
-    def gone(self) -> bool:
-        """True only when the holder provably no longer runs (same machine and pid namespace)."""
-        if self.machine != machine_id():
-            return False
-        return not pid_alive(self.pid) or (bool(self.started) and process_start(self.pid) != self.started)
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-    def dump(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def load(cls, data: bytes) -> Lease:
-        return cls(**json.loads(data))
+def holder_gone(lease: Lease) -> bool:
+    """True only when the holder provably no longer runs (same machine and pid namespace)."""
+    if lease.machine != machine_id():
+        return False
+    return not pid_alive(lease.pid) or (bool(lease.started) and process_start(lease.pid) != lease.started)
 
 
 JournalFn = Callable[..., int]
@@ -175,7 +143,7 @@ class Leases:
                     return version
                 continue
             old = Lease.load(got[0])
-            if old.live(time.time()) and not old.gone():
+            if old.live(time.time()) and not holder_gone(old):
                 raise LockedError(endpoint, old.holder)
             version = self.objects.replace(key, mine.dump(), got[1])
             if version is not None:

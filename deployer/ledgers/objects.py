@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.errors import ConflictError, LedgerError, NoPreviousReleaseError
-from deployer.ledger import EndpointRow, OperationRow, ReleaseRow, actor
-from deployer.ledgers.lease import Lease, Leases
+from deployer.ledger import actor
+from deployer.ledgers.lease import Leases
+from deployer.ledgers.rows import EndpointRow, Lease, OperationRow, ReleaseRow
 from deployer.protocols import LedgerObjects
 from deployer.records import Release, Traffic
 from deployer.spec import Autoscaling
@@ -76,6 +77,7 @@ class ObjectLedger:
         self.leases = Leases(objects, lambda ep: f"endpoints/{ep}/lease.json", self.actor, self.journal)
         self._tx: dict[str, _Pending] | None = None
         self._chunks: dict[str, list[dict[str, Any]]] = {}
+        self._parsed: dict[str, tuple[str | None, State]] = {}
         self.calls = 0
         """Store calls made (read, create, replace, list): the benchmark's and tests' counter."""
 
@@ -87,20 +89,20 @@ class ObjectLedger:
     def _head_key(self, name: str) -> str:
         return f"endpoints/{name}/head.json"
 
-    def _load(self, name: str) -> tuple[State, str | None]:
-        """The endpoint's head, freshly parsed (the caller may change it), and its version."""
-        if self._tx is not None and name in self._tx:
-            return self._tx[name].work, self._tx[name].version
-        raw, version = self._read_head(name)
-        return json.loads(raw), version
-
     def _read_head(self, name: str) -> tuple[bytes, str | None]:
         self.calls += 1
         got = self.objects.read(self._head_key(name))
         return (EMPTY, None) if got is None else got
 
     def _state(self, name: str) -> State:
-        return self._load(name)[0]
+        """The head for reading only: parsed once per version (a status reads it several times)."""
+        if self._tx is not None and name in self._tx:
+            return self._tx[name].work
+        raw, version = self._read_head(name)
+        cached = self._parsed.get(name)
+        if cached is None or cached[0] != version:
+            cached = self._parsed[name] = (version, json.loads(raw))
+        return cached[1]
 
     def _change(self, name: str, change: Change) -> Any:
         """Apply ``change`` to the endpoint's head: now (one conditional write, re-applied on a lost race),
