@@ -190,7 +190,7 @@ def apply_outcome(
 def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_event: EventFn | None = None) -> Outcome:
     """Take over endpoint ``name`` into this ledger: record the releases it serves (see :mod:`deployer.adoption`).
 
-    ``spec`` is the endpoint's spec (its ``name`` must be ``name``; its ``state.path`` picks the ledger).
+    ``spec`` is the endpoint's spec (its ``name`` must be ``name``; its ``state`` picks the ledger).
     The outcome's ``notes`` explain a live release that does not match the spec and what ``deploy`` will do.
     """
     from deployer.adoption import adopt as adopt_endpoint
