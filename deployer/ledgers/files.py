@@ -37,12 +37,20 @@ _in_process = threading.Lock()
 
 
 class FileObjects:
-    """``file:///abs/dir`` (or a plain directory path) as :class:`~deployer.protocols.LedgerObjects`."""
+    """``file:///abs/dir`` (or a plain directory path) as :class:`~deployer.protocols.LedgerObjects`.
+
+    Construction touches nothing; the directory is made by the first write.
+    """
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         parts = urlsplit(uri)
-        self.root = Path(unquote(parts.path) if parts.scheme == "file" else uri).expanduser()
+        if parts.scheme != "file":
+            path = uri
+        else:  # file:///abs/dir; file://./dir and file://dir read as the relative path people mean
+            host = "" if parts.netloc in ("", "localhost") else parts.netloc
+            path = unquote(host + parts.path)
+        self.root = Path(path).expanduser()
 
     # ---- reads ---------------------------------------------------------------------------------
 
