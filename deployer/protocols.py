@@ -258,8 +258,8 @@ class LedgerStore(Protocol):
       together or not at all. Concurrent writers never lose or duplicate each other's rows: a write that
       loses a race is re-applied on the newer state, never written over it.
     * **Locked writers.** The engine writes an endpoint only while holding its :meth:`lock` (a lease,
-      :mod:`deployer.ledgers.lease`); a holder whose lease was taken over gets ``LockedError`` on its next
-      write. Reads need no lock.
+      :mod:`deployer.ledgers.lease`); a holder whose renewal found its lease taken over (or removed by
+      ``unlock --force``) gets ``LockedError`` on its next write. Reads need no lock.
     * **Errors.** :class:`~deployer.errors.LockedError` naming the holder, ``LedgerError`` (cannot answer:
       damaged, unreachable, too contended), ``NoPreviousReleaseError``; a remote store's ``AuthError`` /
       ``TransientError`` / ``StorageError`` pass through.
