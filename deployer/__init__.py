@@ -16,17 +16,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "apply",
-    "deploy",
-    "plan",
-    "status",
-    "history",
-    "rollback",
-    "scale",
-    "destroy",
-    "Endpoint",
-    "guard",
-    "adopt",
+    "apply", "deploy", "plan", "status", "history", "rollback", "scale", "destroy", "Endpoint", "guard", "adopt",
 }
 
 

@@ -134,7 +134,6 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
 
             def upload() -> ArtifactRef:
                 return store.put(packaged.path, packaged.digest, on_progress=report)
-
     candidate = Release(
         id="r0000",
         endpoint=spec.name,

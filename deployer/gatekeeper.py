@@ -168,9 +168,8 @@ def watch(host: GateHost, endpoint: str, gates: Sequence[AnyGate], release: str,
         record(host, endpoint, gs.evaluate_round(ctx), "guard")
         if gs.decision("during") != "pending":
             return gs
-        idle = any(
-            t.verdict() == "pending" and t.last is not None and t.last.outcome == "inconclusive" for t in gs.trackers
-        )
+        idle = any(t.verdict() == "pending" and t.last is not None and t.last.outcome == "inconclusive"
+                   for t in gs.trackers)
         if idle or clock.now() + interval > stop:
             return gs
         clock.sleep(interval)

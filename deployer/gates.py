@@ -89,8 +89,6 @@ Phase = Literal["during", "bake_end", "deadline"]
 def reads_metrics(gates: Any) -> bool:
     """Whether any gate judges the provider's metrics (only those wait for late, coarse datapoints)."""
     return any(getattr(g, "type", None) == "metric" for g in gates)
-
-
 Scalar = float | int | str | bool | None
 AnyGate = MetricGate | SmokeGate | CallableGate | WebhookGate
 
@@ -220,16 +218,12 @@ def evaluate(gate: AnyGate, ctx: GateContext, *, name: str | None = None) -> Gat
     return _webhook(gate, ctx, label)
 
 
-def _result(gate: AnyGate, ctx: GateContext, name: str, outcome: Outcome, reason: str, **kw: Any) -> GateResult:
+def _result(
+    gate: AnyGate, ctx: GateContext, name: str, outcome: Outcome, reason: str, **kw: Any
+) -> GateResult:
     return GateResult(
-        gate=name,
-        type=gate.type,
-        outcome=outcome,
-        reason=reason,
-        release=ctx.release,
-        baseline=ctx.baseline,
-        at=ctx.clock(),
-        **kw,
+        gate=name, type=gate.type, outcome=outcome, reason=reason, release=ctx.release,
+        baseline=ctx.baseline, at=ctx.clock(), **kw,
     )
 
 
@@ -261,7 +255,8 @@ def _metric(gate: MetricGate, ctx: GateContext, name: str) -> GateResult:
         return done("inconclusive", f"metrics of {ctx.release} unavailable: {e}")
     observed.update(requests=m.requests, errors=m.errors)
     if m.requests < need:
-        return done("inconclusive", f"{m.requests} requests in {ctx.window_s:g}s, need {need} to judge {label}")
+        return done("inconclusive",
+                    f"{m.requests} requests in {ctx.window_s:g}s, need {need} to judge {label}")
     value = _metric_value(gate, m)
     observed["value"] = value
     if value is None:
@@ -291,7 +286,9 @@ def _metric(gate: MetricGate, ctx: GateContext, name: str) -> GateResult:
                 elif bvalue is None:
                     unknown = f"provider reported no {label} for baseline {ctx.baseline}"
                 elif value > bvalue + gate.baseline_delta:
-                    violations.append(f"{label} {value:g} > baseline {bvalue:g} + delta {gate.baseline_delta:g}")
+                    violations.append(
+                        f"{label} {value:g} > baseline {bvalue:g} + delta {gate.baseline_delta:g}"
+                    )
     if violations:
         return done("fail", "; ".join(violations))
     if unknown and ctx.baseline is not None:
@@ -301,65 +298,40 @@ def _metric(gate: MetricGate, ctx: GateContext, name: str) -> GateResult:
 
 
 def _smoke(gate: SmokeGate, ctx: GateContext, name: str) -> GateResult:
-    threshold: dict[str, Scalar] = {
-        "expect_status": gate.expect_status,
-        "expect_schema": gate.expect_schema is not None,
-    }
+    threshold: dict[str, Scalar] = {"expect_status": gate.expect_status,
+                                    "expect_schema": gate.expect_schema is not None}
     try:
         resp = ctx.provider.invoke(ctx.endpoint, gate.payload, release=ctx.release)
     except TransientError as e:
-        return _result(gate, ctx, name, "inconclusive", f"invoke failed transiently: {e}", threshold=threshold)
+        return _result(gate, ctx, name, "inconclusive", f"invoke failed transiently: {e}",
+                       threshold=threshold)
     except ProviderError as e:
         return _result(gate, ctx, name, "fail", f"invoke failed: {e}", threshold=threshold)
-    observed: dict[str, Scalar] = {"status": resp.status, "latency_ms": resp.latency_ms, "answered_by": resp.release}
+    observed: dict[str, Scalar] = {"status": resp.status, "latency_ms": resp.latency_ms,
+                                   "answered_by": resp.release}
     if resp.release is not None and resp.release != ctx.release:
-        return _result(
-            gate,
-            ctx,
-            name,
-            "inconclusive",
-            f"answered by {resp.release}, not the candidate {ctx.release}",
-            observed=observed,
-            threshold=threshold,
-        )
+        return _result(gate, ctx, name, "inconclusive",
+                       f"answered by {resp.release}, not the candidate {ctx.release}",
+                       observed=observed, threshold=threshold)
     if resp.status != gate.expect_status:
-        return _result(
-            gate,
-            ctx,
-            name,
-            "fail",
-            f"status {resp.status}, expected {gate.expect_status}",
-            observed=observed,
-            threshold=threshold,
-        )
+        return _result(gate, ctx, name, "fail", f"status {resp.status}, expected {gate.expect_status}",
+                       observed=observed, threshold=threshold)
     if gate.expect_schema is not None:
         body = resp.body
         if isinstance(body, bytes | str):
             try:
                 body = json.loads(body)
             except ValueError:
-                return _result(gate, ctx, name, "fail", "body is not JSON", observed=observed, threshold=threshold)
+                return _result(gate, ctx, name, "fail", "body is not JSON", observed=observed,
+                               threshold=threshold)
         errors = check_schema(body, gate.expect_schema)
         if errors:
             observed["schema_errors"] = len(errors)
-            return _result(
-                gate,
-                ctx,
-                name,
-                "fail",
-                "body does not match schema: " + "; ".join(errors[:3]),
-                observed=observed,
-                threshold=threshold,
-            )
-    return _result(
-        gate,
-        ctx,
-        name,
-        "pass",
-        f"status {resp.status}" + (" and body matches schema" if gate.expect_schema is not None else ""),
-        observed=observed,
-        threshold=threshold,
-    )
+            return _result(gate, ctx, name, "fail", "body does not match schema: " + "; ".join(errors[:3]),
+                           observed=observed, threshold=threshold)
+    return _result(gate, ctx, name, "pass", f"status {resp.status}" + (
+        " and body matches schema" if gate.expect_schema is not None else ""),
+        observed=observed, threshold=threshold)
 
 
 def _callable(gate: CallableGate, ctx: GateContext, name: str) -> GateResult:
@@ -369,29 +341,18 @@ def _callable(gate: CallableGate, ctx: GateContext, name: str) -> GateResult:
         fn = getattr(importlib.import_module(module), attr)
         out = fn(ctx)
     except Exception as e:  # a user function: any failure is the gate's failure
-        return _result(gate, ctx, name, "fail", f"{gate.function} raised {type(e).__name__}: {e}", threshold=threshold)
+        return _result(gate, ctx, name, "fail", f"{gate.function} raised {type(e).__name__}: {e}",
+                       threshold=threshold)
     if isinstance(out, GateResult):
-        return dataclasses.replace(
-            out,
-            gate=name,
-            type=gate.type,
-            release=ctx.release,
-            baseline=ctx.baseline,
-            at=ctx.clock(),
-            threshold={**threshold, **out.threshold},
-        )
+        return dataclasses.replace(out, gate=name, type=gate.type, release=ctx.release,
+                                   baseline=ctx.baseline, at=ctx.clock(),
+                                   threshold={**threshold, **out.threshold})
     if isinstance(out, bool):
-        return _result(
-            gate, ctx, name, "pass" if out else "fail", f"{gate.function} returned {out}", threshold=threshold
-        )
-    return _result(
-        gate,
-        ctx,
-        name,
-        "fail",
-        f"{gate.function} returned {type(out).__name__}; return a bool or a GateResult",
-        threshold=threshold,
-    )
+        return _result(gate, ctx, name, "pass" if out else "fail",
+                       f"{gate.function} returned {out}", threshold=threshold)
+    return _result(gate, ctx, name, "fail",
+                   f"{gate.function} returned {type(out).__name__}; return a bool or a GateResult",
+                   threshold=threshold)
 
 
 def _webhook(gate: WebhookGate, ctx: GateContext, name: str) -> GateResult:
@@ -400,13 +361,14 @@ def _webhook(gate: WebhookGate, ctx: GateContext, name: str) -> GateResult:
     try:
         status = ctx.post(gate.url, body, gate.timeout_s)
     except OSError as e:
-        return _result(
-            gate, ctx, name, "inconclusive", f"{gate.url} unreachable: {type(e).__name__}: {e}", threshold=threshold
-        )
+        return _result(gate, ctx, name, "inconclusive", f"{gate.url} unreachable: {type(e).__name__}: {e}",
+                       threshold=threshold)
     observed: dict[str, Scalar] = {"status": status}
     if 200 <= status < 300:
-        return _result(gate, ctx, name, "pass", f"webhook answered {status}", observed=observed, threshold=threshold)
-    return _result(gate, ctx, name, "fail", f"webhook answered {status}", observed=observed, threshold=threshold)
+        return _result(gate, ctx, name, "pass", f"webhook answered {status}", observed=observed,
+                       threshold=threshold)
+    return _result(gate, ctx, name, "fail", f"webhook answered {status}", observed=observed,
+                   threshold=threshold)
 
 
 # --- a small JSON-schema subset -----------------------------------------------------------------
@@ -415,7 +377,8 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list | tuple),
     "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)
+    or (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
@@ -519,7 +482,10 @@ class GateTracker:
 
     def _progress(self) -> str:
         g = self.gate
-        return f"{self.streak}/{g.successes_required} consecutive passes, {self.failures}/{g.failure_limit} failures"
+        return (
+            f"{self.streak}/{g.successes_required} consecutive passes, "
+            f"{self.failures}/{g.failure_limit} failures"
+        )
 
 
 class GateSet:

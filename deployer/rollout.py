@@ -104,7 +104,9 @@ def check_strategy(spec: Spec, capabilities: Capabilities) -> None:
                 fix="remove strategy.shadow, or strategy.native to let deployer run the rollout",
             )
         if not capabilities.shadow:
-            raise CapabilityError(f"strategy.shadow: {capabilities.reason('shadow')}", hint="remove strategy.shadow")
+            raise CapabilityError(
+                f"strategy.shadow: {capabilities.reason('shadow')}", hint="remove strategy.shadow"
+            )
     need = min_bake_s(capabilities)
     if not reads_metrics(spec.gates) or strategy.native or need <= 0:
         return
