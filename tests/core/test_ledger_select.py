@@ -172,3 +172,30 @@ def test_unlock_needs_force_and_leaves_an_audit_row(tmp_path: Path, monkeypatch:
     rows = [o for o in store.operations(EP) if o.phase == "force_unlocked"]
     assert len(rows) == 1 and rows[0].actor == "ops@console" and rows[0].detail["old"]["operation"] == "deploy"  # type: ignore[index]
     assert "not locked" in _cli("unlock", EP, "--force", "--state", state)
+
+
+def test_status_shows_a_live_lease_and_calls_an_expired_one_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from deployer.ledgers.rows import Lease
+
+    monkeypatch.setenv("DEPLOYER_HOME", str(tmp_path / "home"))
+    state = f"file://{tmp_path}/shared"
+    store = select.open_store(state)
+    store.upsert_endpoint(EP, "local", {"provider": "local"})
+    store.mark_destroyed(EP)  # status asks the provider nothing about a destroyed endpoint
+    objects = FileObjects(state)
+    ghost = Lease("t", "ci@agent-7", "agent-7", "agent-7/boot/ns", 4242, "1", "deploy", 0.0, time.time() + 60)
+    version = objects.create(f"endpoints/{EP}/lease.json", ghost.dump())
+    assert version
+    out = _cli("status", EP, "--state", state)
+    assert "locked by ci@agent-7 pid 4242 (deploy), lease until" in out and "stale" not in out
+    expired = Lease(**{**ghost.to_dict(), "expires_at": 1_700_000_000.0})  # type: ignore[arg-type]
+    assert objects.replace(f"endpoints/{EP}/lease.json", expired.dump(), version)
+    out = _cli("status", EP, "--state", state)
+    assert "lock: stale, expired at 2023-11-14 22:13:20Z (held by ci@agent-7 pid 4242)" in out
+    assert "locked by" not in out
+    data = json.loads(_cli("status", EP, "--state", state, "--json").splitlines()[-1])
+    assert data["lock_holder"] is None and data["lease"]["live"] is False and data["lease"]["pid"] == 4242
