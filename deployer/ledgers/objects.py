@@ -122,8 +122,9 @@ class ObjectLedger:
             raw, version = first if first is not None else self._read_head(name)
             first = None
             state = json.loads(raw)
+            committed = int(state["next_op"])
             results = [change(state) for change in changes]
-            self._compact(name, state)
+            self._compact(name, state, committed)
             data = json.dumps(state, separators=(",", ":")).encode()
             self.calls += 1
             if version is None:
@@ -139,9 +140,11 @@ class ObjectLedger:
             hint="too many writers at once; retry",
         )
 
-    def _compact(self, name: str, state: State) -> None:
-        """Move the oldest journal entries to immutable chunks while the tail is long."""
-        while len(state["ops"]) > TAIL_MAX:
+    def _compact(self, name: str, state: State, committed: int) -> None:
+        """Move the oldest journal entries to immutable chunks while the tail is long. Only entries below
+        ``committed`` (already in a written head, so fixed forever) go to a chunk: a write that then loses
+        its race leaves a chunk the winner would write identically."""
+        while len(state["ops"]) > TAIL_MAX and state["ops"][CHUNK - 1]["id"] < committed:
             self._compact_one(name, state)
 
     def _compact_one(self, name: str, state: State) -> None:
@@ -403,14 +406,17 @@ class ObjectLedger:
             "next_op": max((o["id"] for o in ops), default=0) + 1,
             "chunks": [],
         }
-        self._compact(name, state)
+        conflict = ConflictError(
+            f"endpoint {name!r} already has a history in {self.path}",
+            hint="pull it from there instead, or push to another ledger",
+        )
+        if self._read_head(name)[1] is not None:
+            raise conflict
+        self._compact(name, state, int(state["next_op"]))
         self.calls += 1
         data = json.dumps(state, separators=(",", ":")).encode()
         if self.objects.create(self._head_key(name), data) is None:
-            raise ConflictError(
-                f"endpoint {name!r} already has a history in {self.path}",
-                hint="pull it from there instead, or push to another ledger",
-            )
+            raise conflict
 
     # ---- artifacts -------------------------------------------------------------------------------
 

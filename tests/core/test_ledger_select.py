@@ -199,3 +199,28 @@ def test_status_shows_a_live_lease_and_calls_an_expired_one_stale(
     assert "locked by" not in out
     data = json.loads(_cli("status", EP, "--state", state, "--json").splitlines()[-1])
     assert data["lock_holder"] is None and data["lease"]["live"] is False and data["lease"]["pid"] == 4242
+
+
+def test_a_long_transaction_that_loses_its_race_leaves_no_wrong_journal_chunk(tmp_path: Path) -> None:
+    first, second = ObjectLedger(FileObjects(str(tmp_path))), ObjectLedger(FileObjects(str(tmp_path)))
+    _fill(first, 1)
+    real = first.objects.replace
+    raced: list[int] = []
+
+    def lose_once(key: str, data: bytes, version: str) -> Any:  # another writer commits first
+        if not raced and key.endswith("head.json"):
+            raced.append(second.journal(EP, None, "guard:errors", "pass"))
+        return real(key, data, version)
+
+    first.objects.replace = lose_once  # type: ignore[method-assign]
+    with first.transaction():
+        for i in range(120):
+            first.journal(EP, None, "step", "done", detail={"i": i})
+    for _ in range(3):  # later writes compact the long tail into chunks
+        second.journal(EP, None, "later", "done")
+    ops = ObjectLedger(FileObjects(str(tmp_path))).operations(EP, limit=10**6)
+    assert [o.id for o in ops] == list(range(1, len(ops) + 1))
+    assert [o.detail["i"] for o in ops if o.step == "step"] == list(range(120))  # type: ignore[index]
+    assert [o.step for o in ops].count("guard:errors") == 1 and FileObjects(str(tmp_path)).list(
+        f"endpoints/{EP}/journal/"
+    )
