@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import click
 
+from deployer.cli_ledger import register as register_ledger_commands
 from deployer.errors import DeployerError
 from deployer.render import Renderer
 
@@ -67,7 +68,12 @@ def run(as_json: bool, fn: Callable[[Renderer], int | None]) -> None:
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Stream events and the result as JSON lines.")
 env_opt = click.option("--env", "env", default=None, help="Apply the spec's named environment overlay.")
-state_opt = click.option("--state", default=None, help="Ledger file (default: $DEPLOYER_HOME/ledger.db).")
+state_opt = click.option(
+    "--state",
+    default=None,
+    help="Ledger: a SQLite file or a URI (file://, s3://, gs://, az://); default $DEPLOYER_STATE, else "
+    "$DEPLOYER_HOME/ledger.db.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,8 +161,15 @@ def status(name: str, state: str | None, as_json: bool) -> None:
                 r.console.print(
                     f"  {rel['id']}  {rel['status']:<11} {rel['provider_status'] or '-':<9} {rel['weight']}%"
                 )
-            if s.lock_holder:
-                r.console.print(f"  locked by {s.lock_holder}")
+            if s.lease and s.lease["live"]:
+                r.console.print(f"  locked by {s.lease['holder']}")
+            elif s.lease:
+                import time
+
+                expired = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(s.lease["expires_at"]))
+                r.console.print(
+                    f"  lock: stale, expired at {expired} (held by {s.lease['actor']} pid {s.lease['pid']})"
+                )
 
         r.result(s.to_dict(), human)
 
@@ -196,7 +209,11 @@ def history(name: str, state: str | None, as_json: bool) -> None:
 
             Console().print(t)
 
-        r.result({"endpoint": name, "releases": [x.to_dict() for x in rows]}, human)
+        if r.as_json:  # the whole audit trail: the endpoint row, every release, every journal entry
+            exported = api.export_history(name, state=state)
+            r.result({**exported, "endpoint": name, "row": exported["endpoint"]}, human)
+        else:
+            r.result({"endpoint": name, "releases": [x.to_dict() for x in rows]}, human)
 
     run(as_json, body)
 
@@ -437,6 +454,9 @@ def schema() -> None:
     from deployer.spec import Spec
 
     click.echo(json.dumps(Spec.model_json_schema(), indent=2, sort_keys=True))
+
+
+register_ledger_commands(cli, run)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Where deployer keeps its state on this machine.
 
 ``DEPLOYER_HOME`` overrides everything; otherwise ``$XDG_STATE_HOME/deployer`` or
-``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger) and ``local/`` (the local
+``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger, unless ``--state`` /
+``DEPLOYER_STATE`` / ``spec.state`` name another one: :mod:`deployer.ledgers.select`) and ``local/`` (the local
 provider: ``artifacts/`` its content-addressed store, ``cache/`` unpacked artifacts, ``endpoints/``
 one directory per endpoint with its supervisor's state and log).
 """
