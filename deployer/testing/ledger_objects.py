@@ -97,6 +97,30 @@ class LedgerObjectsChecks:
         check_delete_stale(store)
 
 
+class SdkStartupLeases:
+    """Mix in before :class:`deployer.testing.ledgers.LedgerConformance` for a store reached through a cloud
+    SDK. Its dead-holder test gives the holder process a 1.5 s lease; a process that imports a cloud SDK
+    and takes the lease over HTTP can spend longer than that between taking it and dying on a busy machine,
+    so the lease would expire before the test looks. The same test runs with a lease of :attr:`LEASE_S`."""
+
+    LEASE_S = "8"
+
+    def test_dead_holder_elsewhere_blocks_until_expiry_then_takeover_is_journaled(
+        self, store: Any, ledger_state: str, monkeypatch: Any
+    ) -> None:
+        lease_s = self.LEASE_S
+
+        class LongerLease:
+            def setenv(self, name: str, value: str, prepend: str | None = None) -> None:
+                monkeypatch.setenv(name, lease_s if name == "DEPLOYER_LEASE_S" else value, prepend)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(monkeypatch, name)
+
+        test = super().test_dead_holder_elsewhere_blocks_until_expiry_then_takeover_is_journaled  # type: ignore[misc]
+        test(store, ledger_state, LongerLease())
+
+
 @dataclass
 class RaceResult:
     """Who won each create and each replace of :func:`race` (worker indexes, by key), and each key's final bytes."""
@@ -201,6 +225,7 @@ def race(path: str, uri: str, *, workers: int = 8, rounds: int = 200, timeout_s:
 
 __all__ = [
     "LedgerObjectsChecks",
+    "SdkStartupLeases",
     "RaceResult",
     "check_create_once",
     "check_delete_stale",
