@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest.mock import ANY
 
+import pytest
+
 from deployer.protocols import LedgerObjects
 
 
@@ -97,13 +99,26 @@ class LedgerObjectsChecks:
         check_delete_stale(store)
 
 
-class SdkStartupLeases:
+class CloudStoreTiming:
     """Mix in before :class:`deployer.testing.ledgers.LedgerConformance` for a store reached through a cloud
-    SDK. Its dead-holder test gives the holder process a 1.5 s lease; a process that imports a cloud SDK
-    and takes the lease over HTTP can spend longer than that between taking it and dying on a busy machine,
-    so the lease would expire before the test looks. The same test runs with a lease of :attr:`LEASE_S`."""
+    SDK over HTTP, where every call costs milliseconds of SDK work instead of a file operation:
+
+    * The dead-holder test gives the holder process a 1.5 s lease; a process that imports a cloud SDK and
+      takes the lease over HTTP can spend longer than that between taking it and dying on a busy machine,
+      so the lease would expire before the test looks. It runs with a lease of :attr:`LEASE_S`.
+    * The 8-process race runs :attr:`RACE_ROUNDS` rounds, not the suite's 200: each round is dozens of
+      contended conditional writes (every loser of an append re-reads and re-writes), so 200 rounds take
+      minutes of SDK time per store. The primitive's own race (:func:`race`, 200 rounds) covers the
+      atomicity the ledger's race relies on."""
 
     LEASE_S = "8"
+    RACE_ROUNDS = 10
+
+    @pytest.fixture(autouse=True)
+    def _cloud_race_rounds(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from deployer.testing import ledgers
+
+        monkeypatch.setattr(ledgers, "RACE_ROUNDS", self.RACE_ROUNDS)
 
     def test_dead_holder_elsewhere_blocks_until_expiry_then_takeover_is_journaled(
         self, store: Any, ledger_state: str, monkeypatch: Any
@@ -225,7 +240,7 @@ def race(path: str, uri: str, *, workers: int = 8, rounds: int = 200, timeout_s:
 
 __all__ = [
     "LedgerObjectsChecks",
-    "SdkStartupLeases",
+    "CloudStoreTiming",
     "RaceResult",
     "check_create_once",
     "check_delete_stale",

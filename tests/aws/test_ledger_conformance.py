@@ -7,14 +7,14 @@ import uuid
 import boto3
 import pytest
 
-from deployer.testing.ledger_objects import SdkStartupLeases
+from deployer.testing.ledger_objects import CloudStoreTiming
 from deployer.testing.ledgers import LedgerConformance
 
 from .helpers import REGION
 from .test_ledger_objects import LEDGER_BUCKET, atomic_conditional_writes  # noqa: F401 - a fixture
 
 
-class TestS3Ledger(SdkStartupLeases, LedgerConformance):
+class TestS3Ledger(CloudStoreTiming, LedgerConformance):
     @pytest.fixture
     def ledger_state(
         self, moto_server: str, monkeypatch: pytest.MonkeyPatch, atomic_conditional_writes: None  # noqa: F811

@@ -8,11 +8,11 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from conftest import ACCOUNT
 
-from deployer.testing.ledger_objects import SdkStartupLeases
+from deployer.testing.ledger_objects import CloudStoreTiming
 from deployer.testing.ledgers import LedgerConformance
 
 
-class TestBlobLedger(SdkStartupLeases, LedgerConformance):
+class TestBlobLedger(CloudStoreTiming, LedgerConformance):
     @pytest.fixture
     def ledger_state(self, azurite: str, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite)

@@ -7,14 +7,14 @@ import uuid
 
 import pytest
 
-from deployer.testing.ledger_objects import SdkStartupLeases
+from deployer.testing.ledger_objects import CloudStoreTiming
 from deployer.testing.ledgers import LedgerConformance
 
 from .fake_gcs_ledger import FakeGcs
 from .test_ledger_objects import LEDGER_BUCKET, fake, gcs_server  # noqa: F401 - fixtures
 
 
-class TestGcsLedger(SdkStartupLeases, LedgerConformance):
+class TestGcsLedger(CloudStoreTiming, LedgerConformance):
     @pytest.fixture
     def ledger_state(self, fake: FakeGcs) -> str:  # noqa: F811 - the fixture imported above
         return f"gs://{LEDGER_BUCKET}/{uuid.uuid4().hex}"
