@@ -5,8 +5,9 @@ Registered as the ``s3`` entry point of ``deployer.ledgers``. Every write is one
 ``If-None-Match: *`` creates, ``If-Match: <ETag>`` replaces. S3 answers a lost precondition with
 ``412 PreconditionFailed``, or ``409 ConditionalRequestConflict`` when a concurrent write to the key was
 in flight; both are the contract's ``None``. ``DeleteObject`` takes ``If-Match`` too
-(https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html). The version is the
-ETag. Everything else goes through :func:`deployer_aws.errors.translate`.
+(https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html); as ``If-Match`` also
+fails when nothing is there (RFC 7232), a refused delete is told from "already gone" by one read. The
+version is the ETag. Everything else goes through :func:`deployer_aws.errors.translate`.
 
 S3's ETag of a single-part object is the MD5 of its bytes, so writing the very same bytes twice would
 yield the same version, and a key deleted and re-created with old bytes would revive an old version. The

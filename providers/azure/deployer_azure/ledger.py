@@ -5,7 +5,9 @@ Registered as the ``az`` entry point of ``deployer.ledgers``. The version is the
 write. Every write is one Put Blob (https://learn.microsoft.com/rest/api/storageservices/put-blob) with a
 conditional header (https://learn.microsoft.com/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations):
 ``If-None-Match: *`` creates (the service answers ``409 BlobAlreadyExists`` when the blob exists),
-``If-Match: <ETag>`` replaces (``412 ConditionNotMet`` when it changed); Delete Blob takes ``If-Match`` too.
+``If-Match: <ETag>`` replaces (``412 ConditionNotMet`` when it changed); Delete Blob takes ``If-Match`` too
+(Azurite answers ``412`` for a blob that is gone as well, so a refused delete is told from "already gone"
+by one read).
 Those answers are the contract's ``None`` / ``False``, told apart by the ``x-ms-error-code``
 (https://learn.microsoft.com/rest/api/storageservices/blob-service-error-codes); everything else goes through
 :func:`deployer_azure.errors.translate`.
