@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 from deployer.engine import Engine, Outcome
 from deployer.errors import NotFoundError, SpecError
 from deployer.events import EventFn
-from deployer.ledger import EndpointRow, Ledger, ReleaseRow
-from deployer.paths import home, ledger_path
+from deployer.ledger import EndpointRow, ReleaseRow
+from deployer.paths import home
 from deployer.planning import Plan
-from deployer.protocols import Provider, ProviderContext
+from deployer.protocols import LedgerStore, Provider, ProviderContext
 from deployer.records import ArtifactRef, Capabilities, Observed, Release
 from deployer.rollout import check_strategy
 from deployer.secrets import redact_options, revealed
-from deployer.spec import Autoscaling, Spec, Target
+from deployer.spec import Autoscaling, Spec, StateBackend, Target
 
 if TYPE_CHECKING:
     from deployer.containers import Built
@@ -47,11 +47,14 @@ def make_provider(target: Target, options: dict[str, Any]) -> Provider:
     return provider
 
 
-def open_ledger(state_path: str | None = None) -> Ledger:
-    return Ledger(ledger_path(state_path))
+def open_ledger(state: str | None = None) -> LedgerStore:
+    """The ledger ``state`` names: a SQLite file or a shared ledger URI (see :mod:`deployer.ledgers.select`)."""
+    from deployer.ledgers.select import open_store
+
+    return open_store(state)
 
 
-def provider_for(ledger: Ledger, name: str) -> tuple[EndpointRow, Provider]:
+def provider_for(ledger: LedgerStore, name: str) -> tuple[EndpointRow, Provider]:
     """The ledger's row for endpoint ``name`` and its provider, built from the target and options the
     ledger recorded when it was deployed (no network call). The verbs that take an endpoint name
     (status, rollback, scale, destroy, guard) start here.
@@ -188,7 +191,7 @@ def apply(
 ) -> Endpoint:
     """Converge the endpoint to ``spec`` (plan + apply under the endpoint lock); return its handle."""
     outcome = apply_outcome(spec, env=env, on_event=on_event, timeout_s=timeout_s)
-    return Endpoint(outcome.endpoint, state=to_spec(spec, env).state.path, last=outcome)
+    return Endpoint(outcome.endpoint, state=to_spec(spec, env).state.where(), last=outcome)
 
 
 def apply_outcome(
@@ -196,7 +199,7 @@ def apply_outcome(
 ) -> Outcome:
     s = to_spec(spec, env)
     prep = prepare(s, on_event)
-    ledger = open_ledger(s.state.path)
+    ledger = open_ledger(s.state.where())
     try:
         with ledger.lock(s.name, "deploy"):
             engine = Engine(prep.provider, ledger, on_event=on_event, timeout_s=timeout_s)
@@ -208,7 +211,7 @@ def apply_outcome(
 def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_event: EventFn | None = None) -> Outcome:
     """Take over endpoint ``name`` into this ledger: record the releases it serves (see :mod:`deployer.adoption`).
 
-    ``spec`` is the endpoint's spec (its ``name`` must be ``name``; its ``state.path`` picks the ledger).
+    ``spec`` is the endpoint's spec (its ``name`` must be ``name``; its ``state`` picks the ledger).
     The outcome's ``notes`` explain a live release that does not match the spec and what ``deploy`` will do.
     """
     from deployer.adoption import adopt as adopt_endpoint
@@ -217,7 +220,7 @@ def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_even
     if s.name != name:
         raise SpecError("name", f"the spec is for endpoint {s.name!r}, not {name!r}", fix=f"pass the spec of {name!r}")
     prep = prepare(s, on_event)
-    ledger = open_ledger(s.state.path)
+    ledger = open_ledger(s.state.where())
     try:
         with ledger.lock(name, "adopt"):
             engine = Engine(prep.provider, ledger, on_event=on_event)
@@ -236,7 +239,7 @@ def plan(spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn |
 
     s = to_spec(spec, env)
     prep = prepare(s)
-    ledger = open_ledger(s.state.path)
+    ledger = open_ledger(s.state.where())
     try:
         engine = Engine(prep.provider, ledger, on_event=on_event)
         observed = engine.observe_owned(s.name)
@@ -294,7 +297,7 @@ def deploy(
         "gates": gates or [],
         "tags": tags or {},
         "provider_options": provider_options or {},
-        "state": {"path": state},
+        "state": StateBackend.named(state).model_dump(exclude_none=True),
     }
     try:
         spec = Spec.model_validate(data)
@@ -332,6 +335,8 @@ class Status:
     observed: Observed | None
     lock_holder: str | None
     releases: list[dict[str, Any]]
+    lease: dict[str, Any] | None = None
+    """The endpoint lock's lease as stored (``live`` False: its holder stopped renewing; it is stale)."""
 
     @property
     def health(self) -> str:
@@ -350,6 +355,7 @@ class Status:
             "live": self.live,
             "traffic": self.traffic,
             "lock_holder": self.lock_holder,
+            "lease": self.lease,
             "health": self.health,
             "replicas": live.replicas if live else 0,
             "releases": self.releases,
@@ -390,7 +396,27 @@ def status(name: str, *, state: str | None = None) -> Status:
             observed,
             ledger.lock_holder(name),
             rels,
+            _lease(ledger, name),
         )
+    finally:
+        ledger.close()
+
+
+def _lease(ledger: LedgerStore, name: str) -> dict[str, Any] | None:
+    import time
+
+    lease = ledger.lease(name)
+    return {**lease.to_dict(), "holder": lease.holder, "live": lease.live(time.time())} if lease else None
+
+
+def export_history(name: str, *, state: str | None = None) -> dict[str, Any]:
+    """The endpoint's whole history as JSON-ready data: its row, every release, every journal entry
+    (what ``deployer history --json`` prints and ``deployer ledger push`` moves)."""
+    from deployer.ledgers.transfer import export
+
+    ledger = open_ledger(state)
+    try:
+        return export(ledger, name)
     finally:
         ledger.close()
 

@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 import click
 
+from deployer.cli_ledger import register as register_ledger_commands
 from deployer.errors import DeployerError
 from deployer.render import Renderer
 
@@ -71,7 +72,12 @@ def run(as_json: bool, fn: Callable[[Renderer], int | None]) -> None:
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Stream events and the result as JSON lines.")
 env_opt = click.option("--env", "env", default=None, help="Apply the spec's named environment overlay.")
-state_opt = click.option("--state", default=None, help="Ledger file (default: $DEPLOYER_HOME/ledger.db).")
+state_opt = click.option(
+    "--state",
+    default=None,
+    help="Ledger: a SQLite file or a URI (file://, s3://, gs://, az://); default $DEPLOYER_STATE, else "
+    "$DEPLOYER_HOME/ledger.db.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -223,8 +229,16 @@ def status(name: str, state: str | None, as_json: bool) -> None:
                     f"{n} replica{'' if n == 1 else 's'}"
                 )
                 r.out.print(line + (f"  ({rel['reason']})" if rel["reason"] else ""), markup=False)
-            if s.lock_holder:
-                r.out.print(f"  locked by {s.lock_holder}")
+            if s.lease and s.lease["live"]:
+                r.out.print(f"  locked by {s.lease['holder']}", markup=False)
+            elif s.lease:
+                import time
+
+                expired = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(s.lease["expires_at"]))
+                r.out.print(
+                    f"  lock: stale, expired at {expired} (held by {s.lease['actor']} pid {s.lease['pid']})",
+                    markup=False,
+                )
 
         r.result(s.to_dict(), human)
         return s.exit_code
@@ -263,7 +277,11 @@ def history(name: str, state: str | None, as_json: bool) -> None:
                 ],
             )
 
-        r.result({"endpoint": name, "releases": [x.to_dict() for x in rows]}, human)
+        if r.as_json:  # the whole audit trail: the endpoint row, every release, every journal entry
+            exported = api.export_history(name, state=state)
+            r.result({**exported, "endpoint": name, "row": exported["endpoint"]}, human)
+        else:
+            r.result({"endpoint": name, "releases": [x.to_dict() for x in rows]}, human)
 
     run(as_json, body)
 
@@ -485,6 +503,9 @@ def serve(spec: str, env: str | None, port: int | None, host: str | None) -> Non
 @click.option("--region", default=None, help="Region to scope resources to (default: any).")
 @click.option("--account", default=None, help="Account id to scope resources to (default: any).")
 @click.option("--kms-key-arn", default=None, help="KMS key that encrypts artifacts (sse: aws:kms).")
+@click.option(
+    "--state", envvar="DEPLOYER_STATE", default=None, help="Shared ledger URI whose prefix the policy also grants."
+)
 def iam_policy(
     provider: str,
     bucket: str | None,
@@ -492,6 +513,7 @@ def iam_policy(
     region: str | None,
     account: str | None,
     kms_key_arn: str | None,
+    state: str | None,
 ) -> None:
     """Print the least-privilege policy for the calls a provider makes."""
 
@@ -506,6 +528,8 @@ def iam_policy(
         given = {"bucket": bucket, "role_arn": role_arn, "region": region, "account": account}
         if kms_key_arn:
             given["kms_key_arn"] = kms_key_arn
+        if state:
+            given["state"] = state
         click.echo(json.dumps(fn(**{k: v for k, v in given.items() if v is not None}), indent=2))
 
     run(False, body)
@@ -530,6 +554,9 @@ def schema() -> None:
     from deployer.spec import Spec
 
     click.echo(json.dumps(Spec.model_json_schema(), indent=2, sort_keys=True))
+
+
+register_ledger_commands(cli, run)
 
 
 def main() -> None:

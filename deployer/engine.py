@@ -50,9 +50,8 @@ from deployer.events import (
     ignore,
 )
 from deployer.gatekeeper import bake
-from deployer.ledger import Ledger
 from deployer.planning import PRESENT, LedgerHead, Plan, Step, check_owned
-from deployer.protocols import Provider
+from deployer.protocols import LedgerStore, Provider
 from deployer.records import ArtifactRef, Observed, Operation, Release, Traffic
 from deployer.rollout import rollback_steps
 from deployer.secrets import redact_options, reveal
@@ -104,7 +103,7 @@ class Engine:
     def __init__(
         self,
         provider: Provider,
-        ledger: Ledger,
+        ledger: LedgerStore,
         *,
         on_event: EventFn | None = None,
         clock: Clock | None = None,

@@ -55,7 +55,8 @@ from deployer.errors import (
 from deployer.events import Event, EventFn
 from deployer.gatekeeper import GateProvider, watch
 from deployer.gates import AnyGate, GateSet
-from deployer.ledger import Ledger, ReleaseRow
+from deployer.ledger import ReleaseRow
+from deployer.protocols import LedgerStore
 from deployer.records import Capabilities, Metrics, Observed, Response
 from deployer.spec import MetricGate, SmokeGate
 from deployer.waiting import Clock
@@ -208,7 +209,7 @@ class _Sight:
         return self.metrics
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> LedgerStore:
         return self._engine.ledger
 
     @property
@@ -324,7 +325,7 @@ def _verdict(v: ReleaseVerdict, gs: GateSet) -> None:
 
 
 def _fail_candidates(
-    ledger: Ledger, name: str, failing: list[ReleaseVerdict], live: str, evidence: list[dict[str, Any]]
+    ledger: LedgerStore, name: str, failing: list[ReleaseVerdict], live: str, evidence: list[dict[str, Any]]
 ) -> None:
     """Mark each failing in-flight candidate ``failed`` with the guard's reason (the live one is not a candidate)."""
     for v in failing:

@@ -18,8 +18,9 @@ Every engine step is journaled twice in ``operations``: ``started`` (with the pr
 once known) before it is sent, and ``done`` / ``failed`` after. Audit fields on every row: actor,
 time, and on releases the spec hash and artifact digest.
 
-One lock per endpoint (a row in ``locks``): a second writer gets :class:`LockedError` naming the
-holder; a lock whose holder process is dead (same host) is taken over.
+One lock per endpoint, a lease (:mod:`deployer.ledgers.lease`, a row in ``leases``): a second writer
+gets :class:`LockedError` naming the holder; an expired lease, or one whose holder provably died on
+this machine, is taken over and the takeover journaled with both holders.
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ import os
 import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployer.errors import LedgerError, LockedError, NoPreviousReleaseError
-from deployer.procs import pid_alive
+from deployer.errors import LedgerError, NoPreviousReleaseError
+from deployer.ledgers.rows import EndpointRow, Lease, OperationRow, ReleaseRow
 from deployer.records import Release, Traffic
 from deployer.secrets import private_file
 from deployer.spec import Autoscaling
+
+__all__ = ["EndpointRow", "Ledger", "OperationRow", "ReleaseRow", "actor"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -66,10 +67,7 @@ CREATE TABLE IF NOT EXISTS operations (
     actor TEXT NOT NULL, at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS operations_endpoint ON operations(endpoint, id);
-CREATE TABLE IF NOT EXISTS locks (
-    endpoint TEXT PRIMARY KEY, token TEXT NOT NULL, holder TEXT NOT NULL,
-    pid INTEGER NOT NULL, host TEXT NOT NULL, acquired_at REAL NOT NULL
-);
+CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, data BLOB NOT NULL, version TEXT NOT NULL);
 """
 
 
@@ -83,72 +81,6 @@ def actor() -> str:
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-@dataclass(frozen=True)
-class ReleaseRow:
-    """A release as the ledger knows it."""
-
-    endpoint: str
-    id: str
-    seq: int
-    fingerprint: str
-    spec_hash: str
-    artifact_digest: str | None
-    release: Release
-    status: str
-    running: bool
-    actor: str
-    created_at: float
-    finished_at: float | None
-    outcome: str | None
-    reason: str | None
-    evidence: list[dict[str, Any]]
-    autoscaling: Autoscaling | None = None
-    """The autoscaling last applied to this release (None: never scaled)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "running": self.running,
-            "fingerprint": self.fingerprint,
-            "spec_hash": self.spec_hash,
-            "artifact_digest": self.artifact_digest,
-            "actor": self.actor,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "evidence": self.evidence,
-            "autoscaling": self.autoscaling.model_dump(mode="json") if self.autoscaling else None,
-        }
-
-
-@dataclass(frozen=True)
-class EndpointRow:
-    name: str
-    provider: str
-    target: dict[str, Any]
-    url: str | None
-    meta: dict[str, str]
-    traffic: Traffic
-    created_at: float
-    updated_at: float
-    destroyed_at: float | None
-
-
-@dataclass(frozen=True)
-class OperationRow:
-    id: int
-    endpoint: str
-    release: str | None
-    step: str
-    phase: str
-    operation: dict[str, Any] | None
-    detail: dict[str, Any] | None
-    actor: str
-    at: float
 
 
 class Ledger:
@@ -169,8 +101,14 @@ class Ledger:
                 f"cannot open the ledger at {self.path}: {e}", hint="check the path and its permissions"
             ) from e
         self.actor = actor()
+        from deployer.ledgers.lease import Leases
+        from deployer.ledgers.sqlite_objects import SqliteObjects
+
+        self._lease_objects = SqliteObjects(self.path)
+        self.leases = Leases(self._lease_objects, lambda ep: ep, self.actor, self.journal)
 
     def close(self) -> None:
+        self._lease_objects.close()
         self.db.close()
 
     def _migrate(self) -> None:
@@ -224,30 +162,22 @@ class Ledger:
 
     @contextlib.contextmanager
     def lock(self, endpoint: str, purpose: str = "deploy") -> Iterator[str]:
-        """Hold the endpoint lock for the block; raise :class:`LockedError` naming the holder."""
-        token = uuid.uuid4().hex
-        host = socket.gethostname()
-        holder = f"{self.actor} pid {os.getpid()} ({purpose})"
-        with self._tx() as db:
-            row = db.execute("SELECT holder, pid, host FROM locks WHERE endpoint=?", (endpoint,)).fetchone()
-            if row is not None:
-                if row[2] == host and not pid_alive(row[1]):
-                    self.journal(endpoint, None, "lock", "taken_over", detail={"stale_holder": row[0]})
-                else:
-                    raise LockedError(endpoint, row[0])
-            db.execute(
-                "INSERT OR REPLACE INTO locks VALUES (?,?,?,?,?,?)",
-                (endpoint, token, holder, os.getpid(), host, time.time()),
-            )
-        try:
-            yield token
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("DELETE FROM locks WHERE endpoint=? AND token=?", (endpoint, token))
+        """Hold the endpoint's lease for the block; raise :class:`LockedError` naming the holder."""
+        with self.leases.hold(endpoint, purpose) as lease:
+            yield lease.token
+
+    def lease(self, endpoint: str) -> Lease | None:
+        """The endpoint's lease as stored (it may have expired), or None."""
+        return self.leases.current(endpoint)
 
     def lock_holder(self, endpoint: str) -> str | None:
-        row = self.db.execute("SELECT holder FROM locks WHERE endpoint=?", (endpoint,)).fetchone()
-        return row[0] if row else None
+        """Who holds the endpoint's lock while the lease is live, else None."""
+        got = self.leases.current(endpoint)
+        return got.holder if got is not None and got.live(time.time()) else None
+
+    def force_unlock(self, endpoint: str) -> Lease | None:
+        """Remove the lock whoever holds it, journaled (``deployer unlock --force``); the old lease or None."""
+        return self.leases.force_release(endpoint)
 
     # ---- endpoints -----------------------------------------------------------------------
 
@@ -463,6 +393,7 @@ class Ledger:
         detail: dict[str, Any] | None = None,
     ) -> int:
         """Append one journal row (inside the caller's transaction, if any)."""
+        self.leases.check(endpoint)
         cur = self.db.execute(
             "INSERT INTO operations(endpoint, release, step, phase, operation, detail, actor, at) "
             "VALUES (?,?,?,?,?,?,?,?)",
@@ -497,6 +428,81 @@ class Ledger:
             )
             for r in reversed(rows)
         ]
+
+    def load(self, history: dict[str, Any]) -> None:
+        """Write an exported endpoint (:mod:`deployer.ledgers.transfer`) verbatim: ids, actors, times,
+        evidence. Journal ids are kept where free in this file, else renumbered in order."""
+        e = history["endpoint"]
+        if self.endpoint(e["name"]) is not None or self.releases(e["name"]):
+            from deployer.errors import ConflictError
+
+            raise ConflictError(
+                f"endpoint {e['name']!r} already has a history in {self.path}",
+                hint="pull into another --state, or use the history already here",
+            )
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO endpoints(name, provider, target, url, meta, traffic, created_at, updated_at, "
+                "destroyed_at, mirror) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    e["name"],
+                    e["provider"],
+                    json.dumps(e["target"], sort_keys=True),
+                    e["url"],
+                    json.dumps(e["meta"], sort_keys=True),
+                    _json(e["traffic"]),
+                    e["created_at"],
+                    e["updated_at"],
+                    e["destroyed_at"],
+                    _json(e["mirror"]),
+                ),
+            )
+            for r in history["releases"]:
+                db.execute(
+                    "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        e["name"],
+                        r["id"],
+                        r["seq"],
+                        r["fingerprint"],
+                        r["spec_hash"],
+                        r["artifact_digest"],
+                        json.dumps(r["release"]),
+                        r["status"],
+                        int(r["running"]),
+                        r["actor"],
+                        r["created_at"],
+                        r["finished_at"],
+                        r["outcome"],
+                        r["reason"],
+                        json.dumps(r["evidence"], default=str),
+                        int(r["artifact_pruned"]),
+                        json.dumps(r["autoscaling"], sort_keys=True) if r["autoscaling"] else None,
+                    ),
+                )
+            ids = [o["id"] for o in history["journal"]]
+            taken = (
+                ids
+                and db.execute(
+                    f"SELECT 1 FROM operations WHERE id IN ({','.join('?' * len(ids))}) LIMIT 1", ids
+                ).fetchone()
+            )
+            for o in history["journal"]:
+                db.execute(
+                    "INSERT INTO operations(id, endpoint, release, step, phase, operation, detail, actor, at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        None if taken else o["id"],
+                        e["name"],
+                        o["release"],
+                        o["step"],
+                        o["phase"],
+                        json.dumps(o["operation"]) if o["operation"] else None,
+                        json.dumps(o["detail"], default=str) if o["detail"] else None,
+                        o["actor"],
+                        o["at"],
+                    ),
+                )
 
     def prunable_artifacts(self, endpoint: str, keep: int) -> list[tuple[str, str]]:
         """(release id, digest) pairs of ``endpoint`` whose artifacts may be deleted.
@@ -564,6 +570,7 @@ def _release_row(r: tuple[Any, ...]) -> ReleaseRow:
         reason=r[13],
         evidence=json.loads(r[14]),
         autoscaling=Autoscaling.model_validate_json(r[16]) if r[16] else None,
+        artifact_pruned=bool(r[15]),
     )
 
 

@@ -1,8 +1,9 @@
 """Where deployer keeps its state on this machine.
 
 ``DEPLOYER_HOME`` overrides everything; otherwise ``$XDG_STATE_HOME/deployer`` or
-``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger), ``digests.db`` (the per-file
-sha256 cache) and ``local/`` (the local provider: ``artifacts/`` its content-addressed store,
+``~/.local/state/deployer``. Below it: ``ledger.db`` (the SQLite ledger, unless ``--state`` /
+``DEPLOYER_STATE`` / ``spec.state`` name another one: :mod:`deployer.ledgers.select`), ``digests.db`` (the
+per-file sha256 cache) and ``local/`` (the local provider: ``artifacts/`` its content-addressed store,
 ``cache/`` archives named by URI unpacked, ``endpoints/`` one directory per endpoint with its
 supervisor's state and log).
 """

@@ -36,8 +36,9 @@ General rules for every method of :class:`Provider`:
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -53,6 +54,9 @@ from deployer.records import (
     Traffic,
 )
 from deployer.spec import Autoscaling, Spec, Target
+
+if TYPE_CHECKING:
+    from deployer.ledgers.rows import EndpointRow, Lease, OperationRow, ReleaseRow
 
 ProgressFn = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while an artifact moves."""
@@ -246,4 +250,124 @@ class LedgerObjects(Protocol):
 
     def list(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``, sorted; all pages read."""
+        ...
+
+
+@runtime_checkable
+class LedgerStore(Protocol):
+    """The release ledger: what the engine, guard, adoption, the API and the CLI read and write.
+
+    Two implementations: :class:`deployer.ledger.Ledger` (SQLite, the embedded default) and
+    :class:`deployer.ledgers.objects.ObjectLedger` (shared, on any :class:`LedgerObjects`). Pick one with
+    :func:`deployer.ledgers.select.open_store` (``--state``, ``DEPLOYER_STATE``, ``spec.state``).
+
+    * **Blocking, complete.** Every write has landed (durably, visible to every other process sharing the
+      ledger) when the method returns; no method sleeps except to back off a lost conditional write.
+    * **Atomic.** Each write is all-or-nothing; the writes inside one :meth:`transaction` block land
+      together or not at all. Concurrent writers never lose or duplicate each other's rows: a write that
+      loses a race is re-applied on the newer state, never written over it.
+    * **Locked writers.** The engine writes an endpoint only while holding its :meth:`lock` (a lease,
+      :mod:`deployer.ledgers.lease`); a holder whose renewal found its lease taken over (or removed by
+      ``unlock --force``) gets ``LockedError`` on its next write. Reads need no lock.
+    * **Errors.** :class:`~deployer.errors.LockedError` naming the holder, ``LedgerError`` (cannot answer:
+      damaged, unreachable, too contended), ``NoPreviousReleaseError``; a remote store's ``AuthError`` /
+      ``TransientError`` / ``StorageError`` pass through.
+    * **Audit.** Every row carries the actor (``$DEPLOYER_ACTOR`` or ``user@host``) and wall time.
+    """
+
+    actor: str
+
+    @property
+    def path(self) -> str | Path:
+        """Where the ledger is (a file or a URI), for messages and ``--state`` hints."""
+        ...
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A block whose writes land together or not at all."""
+        ...
+
+    # locking
+    def lock(self, endpoint: str, purpose: str = "deploy") -> AbstractContextManager[str]:
+        """Hold ``endpoint``'s lease for the block (renewed in the background); ``LockedError`` naming the
+        holder when another live holder has it. Yields the lease token."""
+        ...
+
+    def lease(self, endpoint: str) -> Lease | None:
+        """The lease as stored (possibly expired), or None."""
+        ...
+
+    def lock_holder(self, endpoint: str) -> str | None:
+        """The holder while the lease is live, else None."""
+        ...
+
+    def force_unlock(self, endpoint: str) -> Lease | None:
+        """Remove the lease whoever holds it and journal who did (``deployer unlock --force``)."""
+        ...
+
+    # endpoints
+    def upsert_endpoint(self, name: str, provider: str, target: dict[str, Any]) -> None: ...
+    def set_endpoint_facts(self, name: str, *, url: str | None, meta: dict[str, str]) -> None: ...
+    def set_traffic(self, name: str, traffic: Traffic) -> None: ...
+    def mark_destroyed(self, name: str) -> None: ...
+    def endpoint(self, name: str) -> EndpointRow | None: ...
+    def endpoints(self) -> list[EndpointRow]: ...
+
+    # releases
+    def next_release_id(self, endpoint: str) -> str: ...
+    def add_release(self, release: Release, *, spec_hash: str) -> ReleaseRow: ...
+    def adopt_release(self, release: Release, *, status: str, running: bool, reason: str, spec_hash: str) -> None: ...
+    def update_release_record(self, release: Release) -> None: ...
+    def set_release(
+        self,
+        endpoint: str,
+        release_id: str,
+        *,
+        status: str | None = None,
+        running: bool | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        evidence: list[dict[str, Any]] | None = None,
+        finished: bool = False,
+        autoscaling: Autoscaling | None = None,
+    ) -> None: ...
+    def release(self, endpoint: str, release_id: str) -> ReleaseRow | None: ...
+    def releases(self, endpoint: str) -> list[ReleaseRow]:
+        """Every release of ``endpoint``, oldest first."""
+        ...
+
+    def live_release(self, endpoint: str) -> ReleaseRow | None: ...
+    def in_flight(self, endpoint: str) -> ReleaseRow | None: ...
+    def rollback_target(self, endpoint: str, exclude: str | None = None) -> ReleaseRow: ...
+
+    # journal
+    def journal(
+        self,
+        endpoint: str,
+        release: str | None,
+        step: str,
+        phase: str,
+        *,
+        operation: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one journal entry; return its id (increasing per endpoint)."""
+        ...
+
+    def operations(self, endpoint: str, limit: int = 1000) -> list[OperationRow]:
+        """The newest ``limit`` journal entries of ``endpoint``, oldest first."""
+        ...
+
+    def load(self, history: dict[str, Any]) -> None:
+        """Write an endpoint exported by :func:`deployer.ledgers.transfer.export` verbatim (ids, actors,
+        times, evidence); ``ConflictError`` when this ledger already has a history for it."""
+        ...
+
+    # artifacts
+    def prunable_artifacts(self, endpoint: str, keep: int) -> list[tuple[str, str]]: ...
+    def mark_pruned(self, endpoint: str, digest: str) -> None: ...
+    def referenced_digests(self, keep: int) -> set[str]: ...
+    def unnamed_digests(self, endpoint: str) -> set[str]:
+        """Digests of ``endpoint``'s unpruned artifacts that no release of another live endpoint names."""
         ...

@@ -305,11 +305,46 @@ class Serving(_Model):
     )
 
 
-class StateBackend(_Model):
-    """Where the ledger lives."""
+_STATE_SCHEMES = {"s3": "s3", "gcs": "gs", "azblob": "az", "file": "file"}
 
-    type: Literal["sqlite"] = "sqlite"
-    path: str | None = Field(None, description="SQLite file; default $DEPLOYER_HOME/ledger.db.")
+
+class StateBackend(_Model):
+    """Where the ledger lives: a SQLite file on this machine, or a shared ledger in object storage."""
+
+    type: Literal["sqlite", "s3", "gcs", "azblob", "file"] = "sqlite"
+    path: str | None = Field(None, description="SQLite file (type sqlite); default $DEPLOYER_HOME/ledger.db.")
+    uri: str | None = Field(
+        None,
+        description="Shared ledger location: s3://bucket/prefix, gs://bucket/prefix, az://account/container/prefix "
+        "or file:///shared/dir (the scheme must match type).",
+    )
+
+    @model_validator(mode="after")
+    def _where(self) -> StateBackend:
+        if self.type == "sqlite":
+            if self.uri is not None:
+                raise ValueError("state.uri is for shared ledgers; set state.type (s3, gcs, azblob, file) or use path")
+            return self
+        scheme = _STATE_SCHEMES[self.type]
+        if self.path is not None:
+            raise ValueError(f"state.path is for type sqlite; a {self.type} ledger takes state.uri")
+        if not self.uri:
+            raise ValueError(f"state.type {self.type} needs state.uri, e.g. {scheme}://bucket/deployer")
+        if not self.uri.startswith(f"{scheme}://"):
+            raise ValueError(f"state.uri of a {self.type} ledger must start with {scheme}://, got {self.uri!r}")
+        return self
+
+    @classmethod
+    def named(cls, state: str | None) -> StateBackend:
+        """The backend a ``--state`` value names: a URI of a known scheme, else a SQLite path."""
+        for kind, scheme in _STATE_SCHEMES.items():
+            if state and state.startswith(f"{scheme}://"):
+                return cls(type=kind, uri=state)
+        return cls(path=state)
+
+    def where(self) -> str | None:
+        """What names the ledger (``--state`` form): the file path or the URI; None for the default."""
+        return self.uri if self.type != "sqlite" else self.path
 
 
 class Spec(_Model):

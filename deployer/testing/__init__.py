@@ -13,6 +13,9 @@ A provider's test module subclasses :class:`ProviderConformance` and supplies on
 
 :class:`MemoryProvider` is an in-memory platform honouring the whole provider contract, with
 fault injection (:class:`FaultPlan`), for property-based tests of the engine.
+
+Ledger back-ends run :class:`deployer.testing.ledgers.LedgerConformance` the same way, with one fixture
+``ledger_state`` (see that module).
 """
 
 from deployer.testing.conformance import ConformanceTarget, ProviderConformance, make_model

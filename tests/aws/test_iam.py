@@ -27,6 +27,7 @@ NOT_ONE_TO_ONE = {
     "s3:CompleteMultipartUpload": {"s3:PutObject"},
     "s3:PutObject": {"s3:PutObject", "s3:PutObjectTagging"},  # the artifact carries tags
     "s3:HeadBucket": {"s3:ListBucket"},
+    "s3:ListObjectsV2": {"s3:ListBucket"},
     "s3:PutPublicAccessBlock": {"s3:PutBucketPublicAccessBlock"},
     "s3:PutBucketEncryption": {"s3:PutEncryptionConfiguration"},
     # creating a tagged SageMaker resource also needs AddTags (SageMaker's "Tagging" IAM page)
@@ -60,7 +61,8 @@ def _granted(policy: dict[str, object]) -> set[str]:
 
 def test_policy_grants_what_the_calls_needed(operations_file: Path, request: pytest.FixtureRequest) -> None:
     files = {item.path.name for item in request.session.items if "aws" in item.path.parts}
-    if not {"test_sagemaker.py", "test_store.py", "test_native_and_faults.py", "test_engine_native.py"} <= files:
+    if not {"test_sagemaker.py", "test_store.py", "test_native_and_faults.py", "test_engine_native.py",
+            "test_ledger_objects.py"} <= files:
         pytest.skip("needs the whole aws suite")
     lines = _recorded(operations_file)
     assert any("sse=aws:kms" in line for line in lines), "the store tests upload with SSE-KMS"
@@ -81,3 +83,17 @@ def test_kms_actions_only_with_a_key() -> None:
     kms = [st for st in policy["Statement"] if st["Sid"] == "ArtifactEncryptionKey"]
     assert kms and set(kms[0]["Action"]) == KMS and kms[0]["Resource"] == ["arn:aws:kms:eu-west-1:1:key/k"]
     assert kms[0]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+
+
+def test_the_ledger_prefix_is_granted_with_a_state_uri() -> None:
+    """The shared ledger's calls (tests/aws/test_ledger_objects.py) on its prefix only; none without --state."""
+    assert not {st["Sid"] for st in deployer_aws.permissions()["Statement"]} & {"LedgerObjects", "LedgerList"}
+    assert "LedgerObjects" not in {st["Sid"] for st in deployer_aws.permissions(state="gs://b/p")["Statement"]}
+    policy = deployer_aws.permissions(bucket="models", state="s3://team-state/deployer/ledger/")
+    by_sid = {st["Sid"]: st for st in policy["Statement"]}
+    objects, listing = by_sid["LedgerObjects"], by_sid["LedgerList"]
+    assert objects["Resource"] == ["arn:aws:s3:::team-state/deployer/ledger/*"]
+    assert set(objects["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}  # untagged PutObject
+    assert listing["Resource"] == ["arn:aws:s3:::team-state"]
+    assert set(listing["Action"]) == needed_actions(["s3:ListObjectsV2"])
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["deployer/ledger/*"]}}

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from deployer.errors import (
     WaitTimeoutError,
 )
 from deployer.ledger import Ledger
+from deployer.ledgers.lease import Lease, machine_id
 from deployer.planning import LedgerHead, make_plan
 from deployer.records import ArtifactRef, Observed, ObservedRelease, Operation, OperationStatus, Release, Traffic
 from deployer.spec import Spec
@@ -143,11 +145,10 @@ def test_lock_names_holder_and_dead_holders_are_taken_over(tmp_path: Path) -> No
     with led.lock("ep", "deploy"), pytest.raises(LockedError) as e, other.lock("ep"):
         pass
     assert f"pid {os.getpid()}" in e.value.holder and "deploy" in e.value.holder
-    # a lock left by a process that died is taken over, and the takeover is journaled
+    # a lease left by a process that died on this machine is taken over, and the takeover is journaled
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    led.db.execute(
-        "INSERT INTO locks VALUES ('ep','t','ghost pid 1 (deploy)',?,?,0)", (int(dead.stdout), os.uname().nodename)
-    )
+    ghost = Lease("t", "ghost", "h", machine_id(), int(dead.stdout), "1", "deploy", 0.0, time.time() + 600)
+    assert led.leases.objects.create("ep", ghost.dump())
     with other.lock("ep"):
         assert "ghost" not in (other.lock_holder("ep") or "")
     assert any(op.step == "lock" and op.phase == "taken_over" for op in led.operations("ep"))

@@ -109,6 +109,10 @@ def test_hand_written_docs_name_real_commands_and_flags() -> None:
                 continue  # prose such as "deployer keeps"
             cmd = cli.get_command(ctx, name)
             assert cmd is not None
+            if isinstance(cmd, click.Group):  # deployer ledger push ...: the subcommand's flags
+                sub = rest.split()[0] if rest.split() else ""
+                cmd = cmd.get_command(ctx, sub)
+                assert cmd is not None, f"{page}: deployer {name} has no subcommand {sub!r}"
             flags = {o for p in cmd.params for o in p.opts} | {"--help", "-h"}
             used = set(re.findall(r"(--[a-z][\w-]*)", rest))
             assert used <= flags, f"{page}: deployer {name} has no {sorted(used - flags)}"

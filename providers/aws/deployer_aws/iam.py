@@ -21,6 +21,8 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "s3:AbortMultipartUpload": ("s3:AbortMultipartUpload",),
     "s3:DeleteObject": ("s3:DeleteObject",),
     "s3:HeadBucket": ("s3:ListBucket",),
+    # the shared ledger (deployer_aws.ledger) also lists its prefix
+    "s3:ListObjectsV2": ("s3:ListBucket",),
     "s3:CreateBucket": ("s3:CreateBucket",),
     "s3:PutPublicAccessBlock": ("s3:PutBucketPublicAccessBlock",),
     "s3:PutBucketEncryption": ("s3:PutEncryptionConfiguration",),
@@ -83,13 +85,15 @@ def permissions(
     region: str = "*",
     account: str = "*",
     kms_key_arn: str | None = None,
+    state: str | None = None,
 ) -> dict[str, Any]:
     """An IAM policy document (JSON-ready dict) for the aws provider.
 
     With ``bucket`` / ``role_arn`` the S3 and PassRole statements name those resources; SageMaker,
     Application Auto Scaling and CloudWatch actions are scoped to this account and region where the
     service supports resource-level permissions. ``kms_key_arn`` (for ``sse: aws:kms``) adds the
-    KMS actions S3 needs on that key (:data:`KMS_ACTIONS`).
+    KMS actions S3 needs on that key (:data:`KMS_ACTIONS`). ``state`` (an ``s3://BUCKET/PREFIX`` shared
+    ledger, ``--state`` / ``DEPLOYER_STATE``) adds :func:`ledger_statements` for that prefix.
     """
     acts = actions()
     by_service: dict[str, list[str]] = {}
@@ -149,4 +153,35 @@ def permissions(
                 else {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
             }
         )
+    if state and state.startswith("s3://"):
+        statements.extend(ledger_statements(state))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+LEDGER_ACTIONS = ("s3:DeleteObject", "s3:GetObject", "s3:PutObject")
+"""What :class:`deployer_aws.ledger.S3LedgerObjects` sends: GetObject, conditional PutObject and DeleteObject
+(conditional writes need no other action: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html),
+and ListObjectsV2, which is ``s3:ListBucket`` on the bucket."""
+
+
+def ledger_statements(state: str) -> list[dict[str, Any]]:
+    """Read, write and delete under the ledger's prefix, and list only that prefix (the ``s3:prefix``
+    condition key: https://docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html)."""
+    bucket, _, prefix = state.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    under = f"{prefix}/" if prefix else ""
+    return [
+        {
+            "Sid": "LedgerObjects",
+            "Effect": "Allow",
+            "Action": list(LEDGER_ACTIONS),
+            "Resource": [f"arn:aws:s3:::{bucket}/{under}*"],
+        },
+        {
+            "Sid": "LedgerList",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+            "Condition": {"StringLike": {"s3:prefix": [f"{under}*"]}},
+        },
+    ]

@@ -80,7 +80,7 @@ def error_code(exc: BaseException) -> str:
         err = getattr(exc, "error", None)
         code = getattr(err, "code", None) or getattr(exc, "error_code", None)
         if code:
-            return str(code)
+            return str(getattr(code, "value", code))  # Blob's StorageErrorCode is an enum: its value is the code
         resp = getattr(exc, "response", None)
         if resp is not None:
             return str(resp.headers.get("x-ms-error-code", "") or "")

@@ -48,6 +48,8 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "blob:PUT blocklist": (f"{BLOBS}/blobs/write", f"{BLOBS}/blobs/tags/write"),
     "blob:PUT blob": (f"{BLOBS}/blobs/write", f"{BLOBS}/blobs/tags/write"),
     "blob:DELETE blob": (f"{BLOBS}/blobs/delete",),
+    # the shared ledger (deployer_azure.ledger): List Blobs under its prefix
+    "blob:GET container": (f"{BLOBS}/blobs/read",),
 }
 
 DATA_PREFIXES = ("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/",)

@@ -50,12 +50,33 @@ ROLES: dict[str, str] = {
 }
 
 
-def permissions(bucket: str | None = None, prefix: str = "deployer", **_: Any) -> dict[str, Any]:
-    """Predefined roles that cover the provider, and the exact permissions for a custom role."""
+LEDGER_PERMISSIONS = ("storage.objects.create", "storage.objects.delete", "storage.objects.get", "storage.objects.list")
+"""What :class:`deployer_gcp.ledger.GcsLedgerObjects` sends: objects.insert / get / delete / list (the rows of
+:data:`OPERATIONS` for Cloud Storage; preconditions need no other permission)."""
+
+
+def permissions(
+    bucket: str | None = None, prefix: str = "deployer", state: str | None = None, **_: Any
+) -> dict[str, Any]:
+    """Predefined roles that cover the provider, and the exact permissions for a custom role. ``state`` (a
+    ``gs://BUCKET/PREFIX`` shared ledger) adds where the ledger lives and the IAM condition that confines the
+    role's object permissions to its prefix (https://cloud.google.com/storage/docs/access-control/iam#conditions);
+    objects.list is checked on the bucket, so the condition lets bucket-level checks through."""
     exact = sorted({p for perms in OPERATIONS.values() for p in perms} | set(EXTRA))
-    return {
+    out: dict[str, Any] = {
         "roles": ROLES,
         "custom_role": {"title": "deployer", "includedPermissions": exact},
         "bucket": f"gs://{bucket}/{prefix.strip('/')}/" if bucket else "gs://BUCKET/deployer/",
         "notes": EXTRA,
     }
+    if state and state.startswith("gs://"):
+        ledger_bucket, _slash, ledger_prefix = state.removeprefix("gs://").partition("/")
+        under = f"{ledger_prefix.strip('/')}/" if ledger_prefix.strip("/") else ""
+        out["ledger"] = {
+            "location": f"gs://{ledger_bucket}/{under}",
+            "role": "roles/storage.objectUser",
+            "permissions": list(LEDGER_PERMISSIONS),
+            "condition": f'resource.name.startsWith("projects/_/buckets/{ledger_bucket}/objects/{under}") || '
+            f'resource.type == "storage.googleapis.com/Bucket"',
+        }
+    return out
