@@ -93,10 +93,13 @@ class Prepared:
     packaged: Any = None
 
 
-def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | None = None) -> Prepared:
+def prepare(
+    spec: Spec, on_event: EventFn | None = None, provider: Provider | None = None, *, offline: bool = False
+) -> Prepared:
     """Validate offline, package the model and find its artifact in the store. No provider writes.
 
     ``provider`` (default: the one ``spec.target`` names) lets tests supply an in-memory platform.
+    ``offline`` skips the store lookup (the artifact is then treated as absent: the caller decides).
     """
     from deployer import artifacts
     from deployer.events import StepDone
@@ -135,7 +138,7 @@ def prepare(spec: Spec, on_event: EventFn | None = None, provider: Provider | No
             if on_event:
                 on_event(StepDone(spec.name, step="package", outcome="ok", detail=note))
         store = provider.store()
-        found = store.find(packaged.digest)
+        found = None if offline else store.find(packaged.digest)
         artifact = found or ArtifactRef(digest=packaged.digest, uri="", size=packaged.size)
         if found is None:
             report = _reporter(spec, on_event, "upload")
@@ -229,23 +232,48 @@ def adopt(name: str, *, spec: Spec | str | Path, env: str | None = None, on_even
         ledger.close()
 
 
-def plan(spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None) -> Plan:
+def plan(
+    spec: Spec | str | Path, *, env: str | None = None, on_event: EventFn | None = None, offline: bool = False
+) -> Plan:
     """What ``apply`` would do. Reads the provider and ledger; writes nothing.
 
     Raises :class:`~deployer.errors.ConflictError` when the endpoint serves releases this ledger does not know.
     ``on_event`` receives the :class:`~deployer.events.Retrying` events of those reads.
+
+    ``offline`` makes no call to the provider or its artifact store: the plan compares the spec with what
+    the ledger last recorded (running releases, traffic, artifacts uploaded), so drift made outside deployer
+    and releases another ledger made are not seen. The ledger itself is still read (over the network
+    when it is a shared one), and a ``model.uri`` is resolved through the source cache.
     """
     from deployer.planning import make_plan
 
     s = to_spec(spec, env)
-    prep = prepare(s)
+    prep = prepare(s, offline=offline)
     ledger = open_ledger(s.state.where())
     try:
         engine = Engine(prep.provider, ledger, on_event=on_event)
-        observed = engine.observe_owned(s.name)
-        return make_plan(s, prep.candidate, observed, engine.head(s.name), artifact_present=prep.upload is None)
+        if not offline:
+            observed = engine.observe_owned(s.name)
+            return make_plan(s, prep.candidate, observed, engine.head(s.name), artifact_present=prep.upload is None)
+        rows = ledger.releases(s.name)
+        digest = prep.candidate.artifact.digest if prep.candidate.artifact else None
+        present = digest is None or any(r.artifact_digest == digest and not r.artifact_pruned for r in rows)
+        recorded = _as_recorded(ledger.endpoint(s.name), rows)
+        return make_plan(s, prep.candidate, recorded, engine.head(s.name), artifact_present=present)
     finally:
         ledger.close()
+
+
+def _as_recorded(row: EndpointRow | None, releases: list[ReleaseRow]) -> Observed | None:
+    """What the ledger last recorded of an endpoint, in the provider's shape (``plan --offline``)."""
+    from deployer.records import ObservedRelease
+
+    if row is None or row.destroyed_at is not None:
+        return None
+    running = {
+        r.id: ObservedRelease(id=r.id, status="ready", fingerprint=r.fingerprint) for r in releases if r.running
+    }
+    return Observed(endpoint=row.name, url=row.url, releases=running, traffic=row.traffic)
 
 
 def deploy(

@@ -124,13 +124,16 @@ def deploy(spec: str, env: str | None, as_json: bool, timeout: float) -> None:
 @click.argument("spec", type=click.Path())
 @env_opt
 @json_opt
-def plan(spec: str, env: str | None, as_json: bool) -> None:
+@click.option(
+    "--offline", is_flag=True, help="No call to the provider or its store: compare with what the ledger recorded."
+)
+def plan(spec: str, env: str | None, as_json: bool, offline: bool) -> None:
     """Show what `deploy` would change. Writes nothing."""
 
     def body(r: Renderer) -> None:
         from deployer import api
 
-        p = api.plan(spec, env=env, on_event=r)
+        p = api.plan(spec, env=env, on_event=r, offline=offline)
 
         def human() -> None:
             if p.noop:

@@ -160,6 +160,25 @@ def test_validating_a_spec_with_an_image_makes_no_connection(
     assert recorder.connections == 0
 
 
+def test_plan_offline_with_an_image_makes_no_connection_and_plans_the_first_release(
+    recorder: ConnectionRecorder, tmp_path: Path
+) -> None:
+    """``plan --offline``: no call to SageMaker or S3 at all (the ledger is judged instead)."""
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/deployer-serving:1.0"
+    spec = _write_spec(tmp_path, image=image)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployer", "plan", "--offline", str(spec)],
+        env=_cli_env(tmp_path, AWS_ENDPOINT_URL=recorder.url, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "r0001" in proc.stdout
+    assert "upload" in proc.stdout
+    assert recorder.connections == 0
+
+
 # -- URL -----------------------------------------------------------------------------------------
 
 

@@ -172,3 +172,15 @@ def test_guard_with_an_unreachable_control_plane_is_an_error_after_retries(root:
         deployer.guard(NAME, max_error_rate=0.01, window="1m", clock=FakeClock())
     assert len(WORLD[0].faults.fired) > 1  # retried first, as every provider call is
     assert WORLD[0].calls["metrics"] == 0  # never judged blind
+
+
+def test_plan_offline_asks_the_platform_nothing_and_judges_from_the_ledger(root: Path) -> None:
+    api.apply(spec(root, 1))
+    before = dict(WORLD[0].calls)
+    assert api.plan(spec(root, 1), offline=True).noop
+    changed = api.plan(spec(root, 2), offline=True)
+    kinds = [s.kind for s in changed.steps]
+    assert not changed.noop and "upload" in kinds and "deploy_release" in kinds
+    assert dict(WORLD[0].calls) == before  # not one observe, find or write
+    api.plan(spec(root, 1))
+    assert WORLD[0].calls["observe"] > before.get("observe", 0)  # the plain plan does look
