@@ -37,15 +37,15 @@ unpacked first; with no model where the contract puts it, the model built into t
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import sys
 import tarfile
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployer.scratch import scratch
 from deployer.serving.loader import ModelLoadError
 
 ARCHIVE = "model.tar.gz"
@@ -212,12 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     args = list(sys.argv[1:] if argv is None else argv)
     contract = from_env(env, args)
-    work = Path(tempfile.mkdtemp(prefix="deployer-runtime-"))
-    try:
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action that would end
+    # the process before the scratch directory is removed, so a SIGTERM (at any moment) unwinds instead.
+    signal.signal(signal.SIGTERM, _unwind)
+    with scratch("runtime") as work:
         app = build_app(contract, env, work)
         host = env.get("DEPLOYER_HOST") or "0.0.0.0"
         print(f"deployer: listening on {host}:{contract.port}", file=sys.stderr)
         uvicorn.run(app, host=host, port=contract.port, lifespan="off", access_log=False, log_level="warning")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _unwind(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

@@ -49,7 +49,7 @@ def test_an_onnx_model_deploys_on_the_built_image_and_serves_real_predictions(
     provider: AwsProvider = make_provider(tmp_path, image=image)
     packaged = artifacts.package(src, tmp_path / "pkg", flavor="onnx")
     assert packaged.digest == context.artifact, "the image and the release carry the same artifact"
-    ref = provider.store().put(packaged.path, packaged.digest)
+    ref = provider.store().put(packaged.path, packaged.digest, sha256=packaged.sha256)
     status = wait(provider, provider.deploy_release(release("r0001", ref, flavor="onnx"), Traffic()))
     assert status.state == "succeeded", status.message
     expected = clf.predict(np.asarray(ROWS)).tolist()
