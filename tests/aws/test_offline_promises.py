@@ -205,7 +205,7 @@ def artifact_on_server(server_provider: AwsProvider, tmp_path: Path) -> Artifact
     from deployer import artifacts
 
     packaged = artifacts.package(make_model(tmp_path / "model", 1), tmp_path / "pkg")
-    return server_provider.store().put(packaged.path, packaged.digest)
+    return server_provider.store().put(packaged.path, packaged.digest, sha256=packaged.sha256)
 
 
 # -- replicas per release ------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_a_python_model_serves_from_its_built_image(arm: ArmFake, tmp_path: Path
     p = make_provider(tmp_path / "home", serving_image=image)
     p.validate(spec.model_copy(update={"provider_options": {"serving_image": image}}))
     packaged = package(src, tmp_path / "pkg", flavor="python")
-    ref = p.store().put(packaged.path, packaged.digest)
+    ref = p.store().put(packaged.path, packaged.digest, sha256=packaged.sha256)
     release = Release(
         id="r0001", endpoint="sum-az", fingerprint="fp-r0001", artifact=ref, flavor="python", entrypoint="rowsum:Model"
     )

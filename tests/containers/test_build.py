@@ -49,7 +49,9 @@ def test_the_context_is_byte_identical_across_two_builds(
         (p.relative_to(tmp_path / "b").as_posix(), p.stat().st_mtime, p.stat().st_mode)
         for p in (tmp_path / "b").rglob("*")
     }
-    assert artifacts.sha256_file(tmp_path / "a" / "model" / "model.tar.gz") == a.artifact
+    # the image is labelled with the release's artifact identity (the content manifest's digest)
+    assert artifacts.identify(Path(spec.model.path), spec.serving, spec.model.flavor).digest == a.artifact
+    assert artifacts.read_manifest(tmp_path / "a" / "model" / "model.tar.gz")["files"]
     dockerfile = ta["Dockerfile"].decode()
     assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}\n" in dockerfile
     assert f'ai.deployer.artifact="sha256:{a.artifact}"' in dockerfile and f"DEPLOYER_FLAVOR={flavor}" in dockerfile

@@ -126,9 +126,9 @@ def test_state_selection_and_missing_packages(tmp_path: Path, monkeypatch: pytes
         select.open_store("ftp://host/x")
 
 
-def _cli(*args: str) -> str:
+def _cli(*args: str, code: int = 0) -> str:
     out = CliRunner().invoke(cli, list(args))
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == code, out.output
     return out.output
 
 
@@ -190,14 +190,14 @@ def test_status_shows_a_live_lease_and_calls_an_expired_one_stale(
     ghost = Lease("t", "ci@agent-7", "agent-7", "agent-7/boot/ns", 4242, "1", "deploy", 0.0, time.time() + 60)
     version = objects.create(f"endpoints/{EP}/lease.json", ghost.dump())
     assert version
-    out = _cli("status", EP, "--state", state)
+    out = _cli("status", EP, "--state", state, code=16)  # 16: absent (destroyed)
     assert "locked by ci@agent-7 pid 4242 (deploy), lease until" in out and "stale" not in out
     expired = Lease(**{**ghost.to_dict(), "expires_at": 1_700_000_000.0})  # type: ignore[arg-type]
     assert objects.replace(f"endpoints/{EP}/lease.json", expired.dump(), version)
-    out = _cli("status", EP, "--state", state)
+    out = _cli("status", EP, "--state", state, code=16)
     assert "lock: stale, expired at 2023-11-14 22:13:20Z (held by ci@agent-7 pid 4242)" in out
     assert "locked by" not in out
-    data = json.loads(_cli("status", EP, "--state", state, "--json").splitlines()[-1])
+    data = json.loads(_cli("status", EP, "--state", state, "--json", code=16).splitlines()[-1])
     assert data["lock_holder"] is None and data["lease"]["live"] is False and data["lease"]["pid"] == 4242
 
 
