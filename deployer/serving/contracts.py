@@ -102,29 +102,23 @@ def from_env(env: Mapping[str, str], argv: Sequence[str] = ()) -> ServingContrac
 
 
 def fetch_storage(uri: str, dest: Path) -> Path:
-    """The directory of ``uri`` on local disk: a local path as it is, ``gs://`` copied into ``dest``."""
+    """The directory of ``uri`` on local disk: a local path as it is, ``gs://`` copied into ``dest`` through
+    the gcp package's source (``deployer.sources`` entry point ``gs``)."""
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if not uri.startswith("gs://"):
         return Path(uri)
+    from deployer.errors import SpecError
+    from deployer.sources import source_for
+
     try:
-        from google.cloud import storage
-    except ImportError as e:
+        source = source_for("gs")  # the gcp provider package reads Cloud Storage; the core imports no SDK
+    except SpecError as e:
         raise ModelLoadError(
-            f"AIP_STORAGE_URI is {uri} but google-cloud-storage is not installed in the image",
-            hint="build the image with google-cloud-storage in its requirements",
+            f"AIP_STORAGE_URI is {uri} but nothing installed in the image reads gs:// ({e})",
+            hint="build the image with mldeployer-gcp in its requirements",
         ) from e
-    bucket_name, _, prefix = uri[len("gs://") :].partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    client = storage.Client()
-    for blob in client.list_blobs(bucket_name, prefix=prefix):
-        rel = blob.name[len(prefix) :]
-        if not rel or rel.endswith("/"):
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        blob.download_to_filename(str(target))
-    return dest
+    return Path(source.download_prefix(uri, dest))  # type: ignore[attr-defined]
 
 
 def model_path(contract: ServingContract, env: Mapping[str, str], work: Path) -> Path:

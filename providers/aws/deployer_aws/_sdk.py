@@ -20,7 +20,9 @@ try:
     import boto3
     import botocore.config
     import botocore.exceptions
+    import botocore.session
     from boto3.s3.transfer import TransferConfig
+    from botocore.validate import ParamValidator
 except ImportError as exc:  # pragma: no cover - exercised only without boto3
     raise ImportError("the aws provider needs boto3: pip install mldeployer-aws") from exc
 
@@ -44,6 +46,7 @@ MAX_ATTEMPTS = 4
 """botocore ``total_max_attempts``: one try plus three quick retries; the core retries beyond that."""
 
 __all__ = [
+    "ParamValidator",
     "BotoCoreError",
     "ClientError",
     "Clients",
@@ -189,3 +192,8 @@ def regions() -> frozenset[str]:
 
 
 _REGIONS: frozenset[str] | None = None
+
+
+def service_model(service: str) -> Any:
+    """botocore's own model of ``service`` (operations and shapes), read from the installed data files."""
+    return botocore.session.get_session().get_service_model(service)

@@ -81,3 +81,20 @@ class GcsSource:
                 f"{uri} was replaced while it was read (generation {generation} is gone); deploy again"
             ) from e
         return target
+
+    def download_prefix(self, uri: str, dest: Path) -> Path:
+        """Copy every object below the ``gs://bucket/prefix`` directory into ``dest`` (Vertex AI's
+        ``AIP_STORAGE_URI``, read by the serving runtime at start); return ``dest``."""
+        bucket, _, prefix = uri[len("gs://") :].partition("/")
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        with gcp_errors("storage.objects.list"):
+            blobs = list(self._clients.storage().list_blobs(bucket, prefix=prefix, retry=_sdk.storage_retry()))
+        for blob in blobs:
+            rel = blob.name[len(prefix) :]
+            if not rel or rel.endswith("/"):
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with gcp_errors("storage.objects.get"):
+                blob.download_to_filename(str(target), retry=_sdk.storage_retry())
+        return dest

@@ -61,10 +61,10 @@ class OfflineAws:
         FAKE.reset()
 
     def create_bucket(self, bucket: str) -> None:
-        import boto3
+        from deployer_aws import _sdk
 
         env = self.env()
-        boto3.client(
+        _sdk.boto3.client(
             "s3",
             region_name=self.region,
             endpoint_url=self.url,

@@ -35,8 +35,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import botocore.session
-from botocore.validate import ParamValidator
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudwatch.models import CloudWatchBackend, Statistics
 from moto.core.responses import ActionResult
@@ -45,6 +43,8 @@ from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker
 from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
+from deployer_aws import _sdk
+from deployer_aws._sdk import ParamValidator
 from deployer_aws.testing.runtime import Runtime, decode_body, model_error
 
 DEFAULT_POLLS = 4
@@ -68,7 +68,7 @@ class SageMakerFake:
 FAKE = SageMakerFake()
 
 
-_SAGEMAKER_MODEL = botocore.session.get_session().get_service_model("sagemaker")
+_SAGEMAKER_MODEL = _sdk.service_model("sagemaker")
 
 
 def _json_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], str]:
